@@ -1,0 +1,1 @@
+"""Event lifecycle sink: SQL log (SQLAlchemy + Alembic), MQTT publish, snapshots."""

@@ -1,0 +1,50 @@
+"""What the rules stage hands to the events stage: one change in an event's life."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from streamd.ingest.frame import Image
+from streamd.window.detection import Box
+
+ChangeKind = Literal["new", "update", "end"]
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_event_id(start_time: float) -> str:
+    """Frigate-style id: `<start epoch>-<6 random chars>`."""
+    suffix = "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
+    return f"{start_time:.6f}-{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The frame that opened an event and the boxes to draw on it (label, box)."""
+
+    image: Image
+    boxes: tuple[tuple[str, Box], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EventChange:
+    """One transition of an event: `new` when a rule starts holding, `update`, `end`.
+
+    Times are UTC epoch seconds taken from the frames' receive time.
+    """
+
+    kind: ChangeKind
+    event_id: str
+    camera: str
+    rule_name: str
+    rule_text: str
+    start_time: float
+    end_time: float | None
+    score: float
+    top_score: float
+    snapshot: Snapshot | None = None
+    description: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Camera sources, the latest-wins hand-off and the sampler."""

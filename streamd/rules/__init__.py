@@ -1,0 +1,1 @@
+"""Plain-language rules: compiler to explainable plans and their temporal evaluation."""

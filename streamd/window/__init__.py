@@ -1,0 +1,1 @@
+"""Per-camera frame analysis (detector, scene model) and the rolling token window."""

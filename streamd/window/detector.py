@@ -1,0 +1,293 @@
+"""YOLOX-nano object detector run through OpenCV's DNN module, plus model download/verification.
+
+OpenCV DNN is used rather than onnxruntime because OpenCV is already a hard dependency for
+decoding and drawing; the nano model is small enough (≈5-8 ms a frame on one core) that the
+faster runtime would buy little and cost another native wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from streamd.errors import ModelError
+from streamd.ingest.frame import Image
+from streamd.window.coco import COCO_CLASSES
+from streamd.window.detection import Box, Detection
+
+__all__ = [
+    "OFFICIAL_YOLOX_NANO_URL",
+    "YOLOX_NANO_SHA256",
+    "YoloxDetector",
+    "load_detector",
+    "resolve_model",
+]
+
+_log = logging.getLogger(__name__)
+
+OFFICIAL_YOLOX_NANO_URL: Final = (
+    "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx"
+)
+# sha256 of the yolox_nano.onnx used for development and tests (shared/models/yolox_nano.onnx).
+# That copy is believed to be the file published at OFFICIAL_YOLOX_NANO_URL but could not be
+# compared with it here (no network): if the release file differs, a download fails this check
+# loudly instead of silently running an unknown model.
+YOLOX_NANO_SHA256: Final = "e8af074932d4ed7e232278e3055cefcdea3edf178874a3694ae292649fb464dd"
+
+_STRIDES: Final = (8, 16, 32)
+_PAD_VALUE: Final = 114  # the grey YOLOX was trained with in its letterbox padding
+_DOWNLOAD_TIMEOUT_S: Final = 30.0
+_CHUNK: Final = 1 << 16
+# exp() of a raw log-size above this only happens for garbage anchors; capping it keeps float32
+# from overflowing to inf (a RuntimeWarning, which the test suite turns into an error).
+_MAX_LOG_WH: Final = 12.0
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _verify(path: Path, expected: str) -> None:
+    actual = _sha256_of(path)
+    if actual != expected.strip().lower():
+        raise ModelError(
+            f"model file {path} failed its checksum: expected sha256 {expected.strip().lower()}, "
+            f"got {actual}"
+        )
+
+
+def _download(url: str, sha256: str | None, target: Path) -> Path | None:
+    """Fetch `url` to `target` via a temp file in the same directory, so `target` only ever
+    appears complete and verified (os.replace is atomic within one filesystem)."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".part", dir=target.parent
+        )
+    except OSError as exc:
+        raise ModelError(f"cannot write to model cache directory {target.parent}: {exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        try:
+            with (
+                os.fdopen(fd, "wb") as out,
+                urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp,
+            ):
+                while chunk := resp.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            # URLError covers HTTP errors and refused/unresolvable hosts, OSError timeouts and
+            # resets mid-body, ValueError a malformed URL. All mean "no model this time"; the
+            # caller decides whether running without a detector is acceptable and says so.
+            _log.info("model download from %s failed: %s", url, exc)
+            return None
+        if sha256 is not None and digest.hexdigest() != sha256.strip().lower():
+            raise ModelError(
+                f"model downloaded from {url} failed its checksum: expected sha256 "
+                f"{sha256.strip().lower()}, got {digest.hexdigest()}"
+            )
+        os.replace(tmp, target)
+        return target
+    finally:
+        # After a successful replace the temp name no longer exists; otherwise this removes the
+        # partial or rejected download so it can never be mistaken for a model.
+        tmp.unlink(missing_ok=True)
+
+
+def resolve_model(
+    path: Path | None, url: str | None, sha256: str | None, cache_dir: Path
+) -> Path | None:
+    """Find a usable model file: `path` if it exists, else a verified download of `url`.
+
+    A local file that fails `sha256` raises ModelError rather than falling back to the
+    download: a configured file that is wrong is a mistake the user must see, not paper over.
+    Returns None when there is no file and the download fails (e.g. offline); the caller logs.
+    """
+    if path is not None and path.is_file():
+        if sha256 is not None:
+            _verify(path, sha256)
+        return path
+    if url is None:
+        return None
+
+    name = Path(urllib.parse.urlsplit(url).path).name or "model.onnx"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelError(f"cannot create model cache directory {cache_dir}: {exc}") from exc
+    target = cache_dir / name
+    if target.is_file():
+        # Only verified files are ever renamed into the cache, so a mismatch here means the
+        # configured checksum changed (a new model version): fetch again rather than fail.
+        if sha256 is None or _sha256_of(target) == sha256.strip().lower():
+            return target
+        _log.info("cached model %s does not match the configured sha256; re-downloading", target)
+    return _download(url, sha256, target)
+
+
+def _make_grid(input_size: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Per-anchor (x, y) cell offsets and strides, in the order YOLOX flattens its outputs:
+    stride 8, 16, 32, each row-major (x fastest)."""
+    grids: list[npt.NDArray[np.float32]] = []
+    strides: list[npt.NDArray[np.float32]] = []
+    for stride in _STRIDES:
+        cells = input_size // stride
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        grids.append(np.stack((xs.ravel(), ys.ravel()), axis=1).astype(np.float32))
+        strides.append(np.full((cells * cells, 1), stride, dtype=np.float32))
+    return np.concatenate(grids), np.concatenate(strides)
+
+
+class YoloxDetector:
+    """YOLOX (nano by default) ONNX model on OpenCV DNN; implements the `Detector` protocol.
+
+    Safe to call from several threads: only the network call is serialised, because a cv2 Net
+    holds per-inference state, while letterboxing and decoding run concurrently.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        score_threshold: float = 0.35,
+        nms_threshold: float = 0.45,
+        input_size: int = 416,
+    ) -> None:
+        if input_size <= 0 or input_size % max(_STRIDES):
+            raise ValueError(f"input_size must be a positive multiple of 32, got {input_size}")
+        self.model_path = model_path
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.input_size = input_size
+        self._grid, self._stride = _make_grid(input_size)
+        self._lock = threading.Lock()
+        if not model_path.is_file():
+            raise ModelError(f"model file {model_path} does not exist")
+        try:
+            self._net = cv2.dnn.readNetFromONNX(str(model_path))
+        except cv2.error as exc:
+            raise ModelError(f"cannot load ONNX model {model_path}: {exc}") from exc
+        if self._net.empty():
+            raise ModelError(f"ONNX model {model_path} loaded as an empty network")
+        # One forward pass now, so a model with the wrong input size or head (not YOLOX, other
+        # class count) fails at startup with the file named, not on the first camera frame.
+        blank = np.full((input_size, input_size, 3), _PAD_VALUE, dtype=np.uint8)
+        try:
+            out = self._forward(blank)
+        except cv2.error as exc:
+            raise ModelError(
+                f"ONNX model {model_path} cannot run a {input_size}×{input_size} input: {exc}"
+            ) from exc
+        expected = (len(self._grid), 5 + len(COCO_CLASSES))
+        if out.shape != expected:
+            raise ModelError(
+                f"ONNX model {model_path} outputs shape {out.shape}, expected {expected} "
+                f"(YOLOX with {len(COCO_CLASSES)} COCO classes at input {input_size})"
+            )
+
+    def _forward(self, padded: Image) -> npt.NDArray[np.float32]:
+        # blobFromImage with defaults only reorders HWC→NCHW and converts to float32, which is
+        # exactly the preprocessing YOLOX wants (BGR, 0-255, no mean/std).
+        blob = cv2.dnn.blobFromImage(padded)
+        with self._lock:
+            self._net.setInput(blob)
+            out = self._net.forward()
+        return np.asarray(out, dtype=np.float32).reshape(-1, out.shape[-1])
+
+    def _letterbox(self, image: Image) -> tuple[Image, float]:
+        """Scale to fit input_size keeping aspect, pad right/bottom (top-left aligned, so the
+        inverse mapping is a plain division by the ratio)."""
+        h, w = image.shape[:2]
+        size = self.input_size
+        ratio = min(size / h, size / w)
+        nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
+        resized = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh))
+        padded = np.full((size, size, 3), _PAD_VALUE, dtype=np.uint8)
+        padded[:nh, :nw] = resized
+        return padded, ratio
+
+    def detect(self, image: Image) -> list[Detection]:
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"expected a non-empty BGR image of shape HxWx3, got {image.shape}")
+        h, w = image.shape[:2]
+        padded, ratio = self._letterbox(image)
+        pred = self._forward(padded)
+
+        class_scores = pred[:, 5:] * pred[:, 4:5]
+        class_ids = class_scores.argmax(axis=1)
+        scores = np.take_along_axis(class_scores, class_ids[:, None], axis=1)[:, 0]
+        # Thresholding before box decoding keeps the exp() and NMS to a handful of anchors.
+        keep = scores >= self.score_threshold
+        if not keep.any():
+            return []
+        raw, class_ids, scores = pred[keep, :4], class_ids[keep], scores[keep]
+        grid, stride = self._grid[keep], self._stride[keep]
+
+        centre = (raw[:, :2] + grid) * stride
+        half = np.exp(np.minimum(raw[:, 2:4], _MAX_LOG_WH)) * stride / 2
+        xyxy = np.concatenate((centre - half, centre + half), axis=1) / ratio
+        # Clip before NMS so overlap is judged on what is actually inside the frame.
+        np.clip(xyxy, 0, [w, h, w, h], out=xyxy)
+        wh = xyxy[:, 2:] - xyxy[:, :2]
+        visible = (wh > 0).all(axis=1)
+        if not visible.any():
+            return []
+        xyxy, wh, class_ids, scores = (
+            xyxy[visible],
+            wh[visible],
+            class_ids[visible],
+            scores[visible],
+        )
+
+        # Batched (per-class) NMS: a person standing in front of a car must not suppress it.
+        # The binding is typed for sequences; after thresholding there are only a few dozen
+        # candidates, so converting to lists costs microseconds.
+        picked = cv2.dnn.NMSBoxesBatched(
+            np.concatenate((xyxy[:, :2], wh), axis=1).tolist(),
+            scores.tolist(),
+            class_ids.tolist(),
+            self.score_threshold,
+            self.nms_threshold,
+        )
+        order = np.asarray(picked, dtype=np.intp).ravel()
+        order = order[np.argsort(-scores[order], kind="stable")]
+        return [
+            Detection(
+                label=COCO_CLASSES[int(class_ids[i])],
+                class_id=int(class_ids[i]),
+                score=float(scores[i]),
+                box=Box(*(float(v) for v in xyxy[i])),
+            )
+            for i in order
+        ]
+
+
+def load_detector(
+    path: Path | None,
+    url: str | None,
+    sha256: str | None,
+    cache_dir: Path,
+    score_threshold: float = 0.35,
+) -> YoloxDetector | None:
+    """Resolve the model (local file or verified download) and build a detector from it.
+
+    Returns None when no model could be obtained (offline, nothing configured); raises
+    ModelError when a file exists but is wrong (checksum, corrupt, not a YOLOX model).
+    """
+    resolved = resolve_model(path, url, sha256, cache_dir)
+    if resolved is None:
+        return None
+    return YoloxDetector(resolved, score_threshold=score_threshold)
