@@ -89,11 +89,15 @@ class Camera:
                 while True:
                     getter = asyncio.ensure_future(slot.get())
                     waitables: set[asyncio.Future[object]] = {getter, done}  # type: ignore[arg-type]
-                    finished, _ = await asyncio.wait(
-                        waitables,
-                        timeout=self.stall_timeout_s,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
+                    try:
+                        finished, _ = await asyncio.wait(
+                            waitables,
+                            timeout=self.stall_timeout_s,
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+                    except asyncio.CancelledError:
+                        getter.cancel()
+                        raise
                     if getter in finished:
                         frame = getter.result()
                         if not self.health.online:

@@ -142,7 +142,8 @@ class SceneModel:
         fg = _maxdiff(small, bg_u8) > p.threshold
         # Changed AND foreground: only where something is now, not where it was a sample ago
         # (that spot matches the background again).
-        moving = cv2.dilate((changed & fg).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        moving_core = (changed & fg).astype(np.uint8)
+        moving = cv2.dilate(moving_core, np.ones((5, 5), np.uint8)) > 0
         static = fg & ~moving
         self._static_since = np.where(
             static, np.minimum(self._static_since, ts), np.inf
@@ -157,7 +158,11 @@ class SceneModel:
             self._static_since[absorbed] = np.inf
         self._prev = small
 
-        moving_boxes = self._boxes(moving, n_px)
+        # Shape is judged on the undilated mask: dilation fattens thin sweeping bands and
+        # streaks until they look as solid as a person.
+        moving_boxes = self._boxes(
+            cv2.morphologyEx(moving_core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > 0, n_px
+        )
         old_static = np.asarray(
             cv2.morphologyEx(
                 ((ts - self._static_since) >= p.min_static_s).astype(np.uint8),
@@ -171,21 +176,22 @@ class SceneModel:
         return SceneState(
             motion=float(moving.mean()),
             changed=float(changed.mean()),
-            moving_boxes=tuple(moving_boxes),
+            moving_boxes=tuple(b for b, _ in moving_boxes),
             static_objects=objects,
             brightness=float(small.mean()),
         )
 
-    def _boxes(self, mask: BoolArray, n_px: int) -> list[Box]:
-        """Blob-like moving regions: big enough, and filling a fair part of their box, which
-        people do and sweeping light bands, rain streaks and long shadows do not."""
+    def _boxes(self, mask: BoolArray, n_px: int) -> list[tuple[Box, float]]:
+        """Blob-like moving regions with their pixel area (full-frame pixels): big enough, and
+        filling a fair part of their box, which people do and sweeping light bands, rain streaks
+        and long shadows do not."""
         count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-        boxes = []
+        out = []
         for i in range(1, count):
             x, y, w, h, area = (int(v) for v in stats[i])
             if area >= self.params.min_area * n_px and area >= 0.5 * w * h:
-                boxes.append(self._to_full(x, y, w, h))
-        return boxes
+                out.append((self._to_full(x, y, w, h), area / self._scale**2))
+        return out
 
     def _candidates(
         self, mask: npt.NDArray[np.uint8], small: Image, bg: Image, n_px: int
@@ -234,7 +240,7 @@ class SceneModel:
         candidates: list[tuple[Box, float]],
         static: BoolArray,
         moving: BoolArray,
-        moving_boxes: list[Box],
+        moving_boxes: list[tuple[Box, float]],
         detections: list[Detection],
         ts: float,
     ) -> tuple[StaticObject, ...]:
@@ -274,10 +280,10 @@ class SceneModel:
                 continue
             reach = p.proximity_widths * max(tr.box.width, 1.0)
             near_person = any(b.gap(tr.box) <= reach for b in people)
-            # A moving blob at least half the object's size within reach: someone handling it
-            # or standing by it, detected or not.
+            # A solid moving blob at least the object's size within reach: someone handling it
+            # or standing by it, detected or not (people are bigger than what they leave).
             near_motion = any(
-                b.gap(tr.box) <= reach and b.area >= 0.5 * tr.box.area for b in moving_boxes
+                b.gap(tr.box) <= reach and area >= tr.box.area for b, area in moving_boxes
             )
             if near_person or near_motion:
                 tr.last_attended = max(tr.last_attended, ts)

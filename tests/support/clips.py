@@ -10,7 +10,7 @@ noise and its clip has a keyframe every 3-8 frames (with testsrc2: every 30 fram
   box (50x150, y=290) walks in from the left at 60 px/s carrying a brown "BAG" box (36x28,
   y=412), drops it at t=5 s (bag at x=290..326 from then on) and is gone by t=12.5 s.
 * ``attended_object_clip``: the same walk and drop, but the person then STAYS beside the bag to
-  the end, swaying x = 250 + 10*sin(3*(t-5)) (the box spans about x=240..310) — an attended bag.
+  the end, shifting from foot to foot, x = 250 + 30*sin(1.5*(t-5)) (the box spans about x=220..330) — an attended bag.
 * ``static_clip``: a grey floor with temporal sensor noise and nothing else.
 
 ``bg`` is ``"testsrc2"`` (busy, animated colour bars) or ``"static"`` (grey 0x707070 with
@@ -105,7 +105,7 @@ def attended_object_clip(directory: str | os.PathLike[str], bg: str = "testsrc2"
     ffmpeg = _require_ffmpeg()
     # Same walk as make_left_object.sh (x=-50+60t), then from t=5 sway around x=250 (continuous
     # at t=5) and never leave. The expressions are single-quoted in the graph, as in the script.
-    person_x = "if(lt(t,5),-50+t*60,250+10*sin((t-5)*3))"
+    person_x = "if(lt(t,5),-50+t*60,250+30*sin((t-5)*1.5))"
     bag_x = "if(lt(t,5),-10+t*60,290)"
     font = f"fontfile={FONT}:" if FONT.is_file() else ""
     graph = ";".join(

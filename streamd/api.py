@@ -1,0 +1,188 @@
+"""HTTP API (FastAPI): events, snapshots, cameras, rules, metrics.
+
+The app gets the daemon's objects through its lifespan state (`request.state`), never through
+module globals, so tests can build an app around any store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, PlainTextResponse
+
+from streamd.config import Config
+from streamd.events.store import EventStore
+from streamd.pipeline import CameraPipeline
+from streamd.rules.plan import Plan
+from streamd.timeparse import parse_time
+
+
+@dataclass
+class ApiState:
+    config: Config
+    store: EventStore
+    pipelines: dict[str, CameraPipeline]
+    plans: dict[str, Plan]
+    metrics: list[Callable[[], list[str]]] = field(default_factory=list)
+
+
+def _state(request: Request) -> ApiState:
+    state: ApiState = request.state.streamd
+    return state
+
+
+def _auth(request: Request) -> None:
+    token = _state(request).config.api.token
+    if token is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        given.encode(), token.get_secret_value().encode()
+    ):
+        raise HTTPException(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+State = Annotated[ApiState, Depends(_state)]
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise HTTPException(400, f"{name}: {exc}") from exc
+
+
+def create_app(state: ApiState) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        yield {"streamd": state}
+
+    app = FastAPI(title="streamd", lifespan=lifespan, dependencies=[Depends(_auth)])
+
+    @app.get("/api/events")
+    async def list_events(
+        st: State,
+        camera: str | None = None,
+        rule: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        if camera is not None and camera not in st.config.cameras:
+            raise HTTPException(404, f"unknown camera {camera!r}")
+        s, u = _parse_time(since, "since"), _parse_time(until, "until")
+        if s and u and s > u:
+            raise HTTPException(400, "since is after until")
+        rows = await st.store.query(camera=camera, rule=rule, since=s, until=u, limit=limit)
+        return [r.to_json_dict() for r in rows]
+
+    @app.get("/api/events/{event_id}")
+    async def get_event(st: State, event_id: str) -> dict[str, Any]:
+        rec = await st.store.get(event_id)
+        if rec is None:
+            raise HTTPException(404, f"no event {event_id!r}")
+        return rec.to_json_dict()
+
+    @app.get("/api/events/{event_id}/snapshot.jpg", response_model=None)
+    async def snapshot(st: State, event_id: str) -> FileResponse:
+        rec = await st.store.get(event_id)
+        if rec is None:
+            raise HTTPException(404, f"no event {event_id!r}")
+        path = rec.snapshot_path
+        if path is not None and not path.is_absolute():
+            path = st.store.snapshot_dir / path
+        if path is None or not path.is_file():
+            raise HTTPException(404, f"event {event_id!r} has no snapshot")
+        return FileResponse(path, media_type="image/jpeg")
+
+    @app.get("/api/cameras")
+    async def cameras(st: State) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, p in st.pipelines.items():
+            cam = p.camera
+            out[name] = {
+                "source": cam.spec.display,
+                "online": cam.health.online,
+                "fps": p.config.fps,
+                "width": cam.stats.width,
+                "height": cam.stats.height,
+                "decoded_frames": cam.stats.decoded,
+                "sampled_frames": cam.stats.sampled,
+                "dropped_frames": cam.dropped,
+                "analysed_frames": p.analyser.stats.analysed,
+                "gated_frames": p.analyser.stats.gated,
+                "reconnects": cam.health.reconnects,
+                "last_error": cam.stats.last_error or None,
+                "rules": [r.name for r, _ in p.rules],
+                "window": p.window.describe() if p.window is not None else None,
+            }
+        return out
+
+    @app.get("/api/rules")
+    async def rules(st: State) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": r.name,
+                "text": r.text,
+                "cameras": r.cameras,
+                "plan": st.plans[r.name].describe(),
+                "cooldown_s": r.cooldown_s,
+                "severity": r.severity,
+            }
+            for r in st.config.rules
+        ]
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(st: State) -> str:
+        lines: list[str] = []
+        for name, p in st.pipelines.items():
+            cam, lbl = p.camera, f'camera="{name}"'
+            lines += [
+                f"streamd_camera_online{{{lbl}}} {int(cam.health.online)}",
+                f"streamd_frames_decoded_total{{{lbl}}} {cam.stats.decoded}",
+                f"streamd_frames_sampled_total{{{lbl}}} {cam.stats.sampled}",
+                f"streamd_frames_dropped_total{{{lbl}}} {cam.dropped}",
+                f"streamd_frames_analysed_total{{{lbl}}} {p.analyser.stats.analysed}",
+                f"streamd_frames_gated_total{{{lbl}}} {p.analyser.stats.gated}",
+                f"streamd_camera_reconnects_total{{{lbl}}} {cam.health.reconnects}",
+                f"streamd_events_total{{{lbl}}} {p.stats.events}",
+            ]
+        for extra in st.metrics:
+            lines += extra()
+        return "\n".join(lines) + "\n"
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    # The daemon owns SIGTERM/SIGINT; uvicorn must not install its own handlers.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+async def serve_api(state: ApiState) -> None:
+    cfg = state.config.api
+    config = uvicorn.Config(
+        create_app(state), host=cfg.host, port=cfg.port, log_level="warning", lifespan="on"
+    )
+    server = _Server(config)
+    task = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # uvicorn's own graceful path: finish in-flight requests, run the lifespan shutdown
+        server.should_exit = True
+        await asyncio.wait([task], timeout=2.0)
+        raise

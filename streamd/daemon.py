@@ -1,0 +1,251 @@
+"""The supervisor: one TaskGroup owning every camera pipeline, the API, the scheduler and MQTT.
+
+Shutdown order matters and is explicit: stop the cameras first, end their open events (so the
+last `end` envelopes and OFF states reach the outbox), then let the publisher drain the outbox and
+publish `offline`, then close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from streamd.api import ApiState, serve_api
+from streamd.config import Config, MqttConfig
+from streamd.events.change import EventChange
+from streamd.events.db import make_engine, upgrade
+from streamd.events.mqtt import MqttPublisher, probe_broker
+from streamd.events.store import EventStore
+from streamd.pipeline import CameraPipeline
+from streamd.rules.compiler import compile_rule
+from streamd.rules.plan import Plan
+from streamd.window.detection import Detector
+from streamd.window.detector import YOLOX_NANO_SHA256, load_detector
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_BUDGET_S = 4.0
+
+
+def compile_plans(cfg: Config) -> dict[str, Plan]:
+    return {r.name: compile_rule(r.text) for r in cfg.rules}
+
+
+def _load_detector(cfg: Config) -> Detector | None:
+    d = cfg.model.detector
+    sha = d.sha256 or (YOLOX_NANO_SHA256 if d.url and d.url.endswith("yolox_nano.onnx") else None)
+    detector = load_detector(d.path, d.url, sha, cfg.data_dir / "models", d.score_threshold)
+    if detector is None:
+        log.warning(
+            "no object detector: model %s not found and could not be downloaded; running with "
+            "motion and static-scene analysis only (set model.detector.path)",
+            d.path or "(no path)",
+        )
+    return detector
+
+
+async def _choose_mqtt(cfg: Config) -> MqttConfig | None:
+    m = cfg.mqtt
+    if m is None:
+        log.info("no MQTT configured: alerts go to SQL and the log only")
+        return None
+    if not m.required and not await probe_broker(m):
+        log.warning(
+            "no MQTT broker answered at %s:%d: alerts go to SQL and the log only", m.host, m.port
+        )
+        return None
+    return m
+
+
+@dataclass
+class Daemon:
+    config: Config
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        cfg = self.config
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+
+        plans = compile_plans(cfg)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        await upgrade(cfg.database.url)
+        engine = make_engine(cfg.database.url)
+        mqtt = await _choose_mqtt(cfg)
+        store = EventStore(
+            engine,
+            cfg.data_dir / "snapshots",
+            mqtt.topic_prefix if mqtt else None,
+            snapshot_url_base=f"http://{cfg.api.listen}/api/events" if cfg.api.enabled else None,
+        )
+        # Events left open by a crash (kill -9, power loss) are ended now, not left dangling.
+        stale = await store.close_open(time.time())
+        if stale:
+            log.info("ended %d events left open by the previous run", len(stale))
+        detector = await asyncio.to_thread(_load_detector, cfg)
+
+        async def sink(change: EventChange) -> None:
+            rule = next(r for r in cfg.rules if r.name == change.rule_name)
+            await store.record(change, rule.severity)
+            log.info(
+                "event %s %s camera=%s rule=%s start=%s score=%.2f",
+                change.kind,
+                change.event_id,
+                change.camera,
+                change.rule_name,
+                datetime.fromtimestamp(change.start_time, UTC).isoformat(timespec="seconds"),
+                change.score,
+            )
+
+        pipelines = {
+            name: CameraPipeline(
+                name,
+                cam,
+                [(r, plans[r.name]) for r in cfg.rules_for(name)],
+                detector,
+                sink,
+                segment_s=cfg.segment_s,
+            )
+            for name, cam in cfg.cameras.items()
+            if cam.enabled
+        }
+        publisher = None
+        if mqtt is not None:
+            entities = [(c, r.name) for c in pipelines for r in cfg.rules_for(c)]
+            publisher = MqttPublisher(mqtt, store, entities)
+        api_state = ApiState(cfg, store, pipelines, plans)
+        if publisher is not None:
+            pub = publisher
+            api_state.metrics.append(
+                lambda: [
+                    f"streamd_mqtt_connected {int(pub.stats.connected)}",
+                    f"streamd_mqtt_published_total {pub.stats.published}",
+                    f"streamd_mqtt_reconnects_total {pub.stats.reconnects}",
+                ]
+            )
+
+        log.info(
+            "streamd running: %d camera(s), %d rule(s), database %s",
+            len(pipelines),
+            len(cfg.rules),
+            engine.url.render_as_string(hide_password=True),
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                pub_task = (
+                    tg.create_task(publisher.run(), name="mqtt") if publisher is not None else None
+                )
+                work = tg.create_task(
+                    self._work(pipelines, api_state, store), name="supervisor"
+                )
+                await stop.wait()
+                log.info("shutting down")
+                work.cancel()
+                await asyncio.wait([work], timeout=SHUTDOWN_BUDGET_S / 2)
+                now = time.time()
+                for p in pipelines.values():
+                    for change in p.close(now):
+                        await sink(change)
+                if pub_task is not None:
+                    pub_task.cancel()
+        finally:
+            await engine.dispose()
+        log.info("stopped")
+
+    async def _work(
+        self, pipelines: dict[str, CameraPipeline], api_state: ApiState, store: EventStore
+    ) -> None:
+        cfg = self.config
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_job(
+            _retention,
+            "interval",
+            hours=1,
+            args=[store, cfg.retention.events_days],
+            next_run_time=datetime.now(UTC) + timedelta(seconds=30),
+            id="retention",
+        )
+        scheduler.add_job(
+            _health,
+            "interval",
+            seconds=cfg.retention.health_interval_s,
+            args=[pipelines],
+            id="health",
+        )
+        scheduler.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name, p in pipelines.items():
+                    tg.create_task(p.run(), name=f"camera-{name}")
+                if cfg.api.enabled:
+                    tg.create_task(serve_api(api_state), name="api")
+        finally:
+            scheduler.shutdown(wait=False)
+
+
+async def _retention(store: EventStore, days: float) -> None:
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    try:
+        n = await store.delete_ended_before(cutoff)
+        sent = await store.purge_sent(datetime.now(UTC) - timedelta(days=1))
+    except Exception:
+        log.exception("retention job failed")
+        return
+    if n or sent:
+        log.info("retention: deleted %d events, %d sent outbox rows", n, sent)
+
+
+async def _health(pipelines: dict[str, CameraPipeline]) -> None:
+    for name, p in pipelines.items():
+        cam = p.camera
+        log.info(
+            "health %s: online=%s decoded=%d sampled=%d analysed=%d gated=%d dropped=%d "
+            "reconnects=%d",
+            name,
+            cam.health.online,
+            cam.stats.decoded,
+            cam.stats.sampled,
+            p.analyser.stats.analysed,
+            p.analyser.stats.gated,
+            cam.dropped,
+            cam.health.reconnects,
+        )
+
+
+def demo_config(data_dir: Path = Path("streamd-data")) -> Config:
+    """The embedded defaults `streamd run` uses with no config file."""
+    from streamd.config import (
+        CameraConfig,
+        DatabaseConfig,
+        DetectorConfig,
+        ModelConfig,
+        RuleConfig,
+    )
+
+    shared_model = Path(__file__).resolve().parents[2] / "shared" / "models" / "yolox_nano.onnx"
+    return Config(
+        data_dir=data_dir,
+        database=DatabaseConfig(url=f"sqlite+aiosqlite:///{data_dir / 'streamd.db'}"),
+        mqtt=MqttConfig(required=False),
+        model=ModelConfig(
+            detector=DetectorConfig(path=shared_model if shared_model.is_file() else None)
+        ),
+        cameras={"demo": CameraConfig(demo=True, fps=1.0)},
+        rules=[
+            RuleConfig(
+                name="unattended-bag",
+                text="alert when a bag is left unattended for 10 seconds",
+                cooldown_s=20,
+            )
+        ],
+    )
