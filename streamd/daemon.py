@@ -145,9 +145,7 @@ class Daemon:
                 pub_task = (
                     tg.create_task(publisher.run(), name="mqtt") if publisher is not None else None
                 )
-                work = tg.create_task(
-                    self._work(pipelines, api_state, store), name="supervisor"
-                )
+                work = tg.create_task(self._work(pipelines, api_state, store), name="supervisor")
                 await stop.wait()
                 log.info("shutting down")
                 work.cancel()

@@ -127,7 +127,8 @@ def test_left_bag_alerts_over_mqtt_and_sql(
     assert [m.payload for m in watcher.on("available")][-1] == "offline"
     # the open event was ended on shutdown, and its end reached MQTT before `offline`
     ends = watcher.events("end")
-    assert ends and ends[0].json()["after"]["end_time"] is not None
+    assert ends
+    assert ends[0].json()["after"]["end_time"] is not None
 
 
 def test_no_alert_when_person_stays_beside_bag(

@@ -80,10 +80,39 @@ _MOTION = re.compile(
     r"|^(?:something|anything)\s+moves$"
 )
 
-_FILLER = set(
-    "a an the any some is are was were be been being there it its of in on at to and or me "
-    "when whenever if please alert notify warn tell".split()
-)
+_FILLER = {
+    "a",
+    "an",
+    "the",
+    "any",
+    "some",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "being",
+    "there",
+    "it",
+    "its",
+    "of",
+    "in",
+    "on",
+    "at",
+    "to",
+    "and",
+    "or",
+    "me",
+    "when",
+    "whenever",
+    "if",
+    "please",
+    "alert",
+    "notify",
+    "warn",
+    "tell",
+}
 
 
 def _number(word: str) -> float:

@@ -40,6 +40,7 @@ class RuleRunner:
     rule: RuleConfig
     plan: Plan
     true_since: float | None = None
+    last_true: float | None = None
     active: _Active | None = None
     last_end: float | None = None
     evaluations: int = 0
@@ -49,8 +50,12 @@ class RuleRunner:
         verdict = self.plan.evaluate(obs)
         now = obs.ts
         if verdict.holds:
+            self.last_true = now
             return self._holding(obs, verdict, now)
-        self.true_since = None
+        # A dropout shorter than clear_s (one missed detection) does not restart the clock,
+        # or "for 10 seconds" would never be reached on a flickering detector.
+        if self.last_true is None or now - self.last_true >= self.rule.clear_s:
+            self.true_since = None
         if self.active is not None and now - self.active.last_true >= self.rule.clear_s:
             return [self._end(now)]
         return []
@@ -75,9 +80,7 @@ class RuleRunner:
         start = v.started if v.started is not None else hold_from
         act = _Active(new_event_id(start), start, v.score, v.score, now, dict(v.details))
         self.active = act
-        log.info(
-            "camera %s: rule %s fired (%s)", self.camera, self.rule.name, self.plan.describe()
-        )
+        log.info("camera %s: rule %s fired (%s)", self.camera, self.rule.name, self.plan.describe())
         return [self._change("new", act, Snapshot(obs.frame.image, v.boxes))]
 
     def _end(self, now: float) -> EventChange:

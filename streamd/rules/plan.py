@@ -63,10 +63,7 @@ class Count:
     def evaluate(self, obs: Observation) -> Verdict:
         hits = [d for d in obs.detections if d.label in self.classes]
         holds = _OPS[self.op](len(hits), self.n)
-        if not hits:
-            score = 1.0 if holds else 0.0
-        else:
-            score = max(d.score for d in hits)
+        score = (1.0 if holds else 0.0) if not hits else max(d.score for d in hits)
         return Verdict(
             holds=holds,
             score=round(score, 3),
@@ -99,9 +96,7 @@ class LeftObject:
             if self.classes != ANY and o.label != "object" and o.label not in self.classes:
                 continue
             unattended = obs.ts - o.last_attended
-            if unattended + 0.05 >= self.unattended_s and (
-                best is None or o.since < best.since
-            ):
+            if unattended + 0.05 >= self.unattended_s and (best is None or o.since < best.since):
                 best = o
         if best is None:
             return Verdict(holds=False)
@@ -167,8 +162,10 @@ class Plan:
         parts = [self.predicate.describe(), *(c.describe() for c in self.conditions)]
         out = " ∧ ".join(parts)
         if self.hold_s > 0:
-            out = f"({out}) held for ≥ {self.hold_s:g} s" if self.conditions else (
-                f"{out} held for ≥ {self.hold_s:g} s"
+            out = (
+                f"({out}) held for ≥ {self.hold_s:g} s"
+                if self.conditions
+                else (f"{out} held for ≥ {self.hold_s:g} s")
             )
         return out
 

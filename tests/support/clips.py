@@ -10,7 +10,8 @@ noise and its clip has a keyframe every 3-8 frames (with testsrc2: every 30 fram
   box (50x150, y=290) walks in from the left at 60 px/s carrying a brown "BAG" box (36x28,
   y=412), drops it at t=5 s (bag at x=290..326 from then on) and is gone by t=12.5 s.
 * ``attended_object_clip``: the same walk and drop, but the person then STAYS beside the bag to
-  the end, shifting from foot to foot, x = 250 + 30*sin(1.5*(t-5)) (the box spans about x=220..330) — an attended bag.
+  the end, shifting from foot to foot, x = 250 + 30*sin(1.5*(t-5)) (the box spans about
+  x=220..330): an attended bag.
 * ``static_clip``: a grey floor with temporal sensor noise and nothing else.
 
 ``bg`` is ``"testsrc2"`` (busy, animated colour bars) or ``"static"`` (grey 0x707070 with

@@ -146,3 +146,14 @@ class MqttWatcher:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(5)
+        self._thread.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        # Leave no retained messages behind on the shared broker.
+        for topic in {m.topic for m in self.messages}:
+            subprocess.run(
+                ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.port), "-r", "-n",
+                 "-t", topic],
+                check=False,
+                timeout=5,
+            )  # fmt: skip
