@@ -1,0 +1,47 @@
+"""Without a detector model the daemon warns once and still finds left objects (scene model)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import clip_or_skip
+from support.clips import left_object_clip
+from support.daemon import StreamdProcess, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_motion_only_mode_still_alerts_on_a_left_object(tmp_path: Path, clips_dir: Path) -> None:
+    clip = clip_or_skip(left_object_clip, clips_dir, bg="static")
+    cfg = {
+        "data_dir": str(tmp_path / "data"),
+        "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'e.db'}"},
+        "api": {"enabled": False},
+        # no file here and no URL to fetch from: the detector is unavailable
+        "model": {"detector": {"path": str(tmp_path / "missing.onnx"), "url": None}},
+        "cameras": {"replay": {"file": str(clip)}},
+        "rules": [{"name": "left", "text": "an object is left unattended for 4 seconds"}],
+    }
+    proc = StreamdProcess(cfg, tmp_path).start()
+    started = time.time()
+    try:
+
+        def events() -> list[dict[str, object]]:
+            out = proc.cli("events", "-c", str(proc.config_path), "--json")
+            assert out.returncode == 0, out.stderr
+            rows: list[dict[str, object]] = json.loads(out.stdout)
+            return rows
+
+        rows = wait_for(events, timeout=30, interval=1.0)
+        assert rows, proc.log()[-3000:]
+        start = float(rows[0]["start_time"])  # type: ignore[arg-type]
+        # the file replays in real time from `started` (+ start-up): the drop is at t=5 s
+        assert started + 3.0 <= start <= started + 5.0 + 4.0
+    finally:
+        proc.terminate()
+    log = proc.log()
+    assert log.count("no object detector") == 1
+    assert "motion and static-scene analysis only" in log
