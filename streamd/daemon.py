@@ -93,6 +93,10 @@ class Daemon:
         if stale:
             log.info("ended %d events left open by the previous run", len(stale))
         detector = await asyncio.to_thread(_load_detector, cfg)
+        from streamd.window.service import open_windows  # torch and models: not at import
+
+        enabled = [name for name, cam in cfg.cameras.items() if cam.enabled]
+        windows = await asyncio.to_thread(open_windows, cfg, enabled)
 
         async def sink(change: EventChange) -> None:
             rule = next(r for r in cfg.rules if r.name == change.rule_name)
@@ -115,6 +119,8 @@ class Daemon:
                 detector,
                 sink,
                 segment_s=cfg.segment_s,
+                webrtc=cfg.webrtc,
+                window=windows.windows[name] if windows is not None else None,
             )
             for name, cam in cfg.cameras.items()
             if cam.enabled
@@ -123,7 +129,11 @@ class Daemon:
         if mqtt is not None:
             entities = [(c, r.name) for c in pipelines for r in cfg.rules_for(c)]
             publisher = MqttPublisher(mqtt, store, entities)
-        api_state = ApiState(cfg, store, pipelines, plans)
+        api_state = ApiState(
+            cfg, store, pipelines, plans, search=windows.search if windows is not None else None
+        )
+        if windows is not None:
+            api_state.metrics.append(windows.metrics)
         if publisher is not None:
             pub = publisher
             api_state.metrics.append(
@@ -157,6 +167,9 @@ class Daemon:
                 if pub_task is not None:
                     pub_task.cancel()
         finally:
+            if windows is not None:
+                # Seals each window's active segment: a restart resumes all of it.
+                await asyncio.to_thread(windows.close)
             await engine.dispose()
         log.info("stopped")
 

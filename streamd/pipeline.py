@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streamd.config import CameraConfig, RuleConfig
+from streamd.config import CameraConfig, RuleConfig, WebRtcConfig
 from streamd.events.change import EventChange
 from streamd.ingest.backoff import Backoff
+from streamd.ingest.base import FrameSource
 from streamd.ingest.camera import Camera
 from streamd.ingest.source import SourceSpec
 from streamd.rules.engine import RuleRunner, RulesEngine
@@ -51,10 +52,27 @@ class CameraPipeline:
     segment_s: float = 2.0
     window: WindowWriter | None = None
     stats: PipelineStats = field(default_factory=PipelineStats)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
 
     def __post_init__(self) -> None:
         c = self.config
-        self.camera = Camera(
+        self.camera: FrameSource
+        if c.webrtc is not None:
+            from streamd.ingest.webrtc import webrtc_source  # aiortc only where it is used
+
+            self.camera = webrtc_source(self.name, c, self.webrtc)
+        else:
+            self.camera = self._pyav_camera()
+        self.analyser = Analyser(self.detector, diff_threshold=c.diff_threshold)
+        self.engine = RulesEngine(
+            self.name,
+            [RuleRunner(self.name, rule, plan) for rule, plan in self.rules],
+            self.segment_s,
+        )
+
+    def _pyav_camera(self) -> Camera:
+        c = self.config
+        return Camera(
             SourceSpec(
                 camera=self.name,
                 url=c.url,
@@ -67,12 +85,6 @@ class CameraPipeline:
             ),
             stall_timeout_s=c.stall_timeout_s,
             backoff_max_s=c.backoff_max_s,
-        )
-        self.analyser = Analyser(self.detector, diff_threshold=c.diff_threshold)
-        self.engine = RulesEngine(
-            self.name,
-            [RuleRunner(self.name, rule, plan) for rule, plan in self.rules],
-            self.segment_s,
         )
 
     async def run(self) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +176,27 @@ async def current_revision(url: str | URL) -> str | None:
         await engine.dispose()
 
 
+def _locked(
+    url: URL, fn: Callable[[AlembicConfig, str], None], cfg: AlembicConfig, rev: str
+) -> None:
+    """Run an Alembic command holding a cross-process lock for SQLite files.
+
+    SQLite DDL is not transactional in Alembic, so two processes migrating a fresh file at once
+    (the daemon starting while `streamd events` runs) would both try to create the tables.
+    PostgreSQL is serialised by an advisory lock in migrations/env.py instead.
+    """
+    db = url.database if url.get_backend_name() == "sqlite" else None
+    if not db or db == ":memory:":
+        fn(cfg, rev)
+        return
+    with open(f"{db}.migrate-lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fn(cfg, rev)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 async def _run_alembic(url: str | URL, action: str, revision: str) -> None:
     parsed = _parse(url)
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
@@ -184,7 +207,7 @@ async def _run_alembic(url: str | URL, action: str, revision: str) -> None:
     log.info("database %s: %s to %s", safe_url(parsed), action, revision)
     try:
         # env.py starts its own event loop (asyncio.run), which needs a thread without one.
-        await asyncio.to_thread(fn, cfg, revision)
+        await asyncio.to_thread(_locked, parsed, fn, cfg, revision)
     except (DBAPIError, OSError, TimeoutError) as exc:
         raise DatabaseError(f"cannot {action} database {safe_url(parsed)}: {_reason(exc)}") from exc
     except CommandError as exc:
