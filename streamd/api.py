@@ -18,10 +18,11 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from streamd.config import Config
-from streamd.errors import QueryError
+from streamd.config import Config, RuleConfig
+from streamd.errors import QueryError, RuleCompileError
 from streamd.events.store import EventStore
 from streamd.pipeline import CameraPipeline
+from streamd.rules.manager import RuleConflict, RuleManager, UnknownRule
 from streamd.rules.plan import Plan
 from streamd.timeparse import parse_time
 from streamd.whip_api import install_whip
@@ -40,6 +41,7 @@ class ApiState:
     plans: dict[str, Plan]
     metrics: list[Callable[[], list[str]]] = field(default_factory=list)
     search: WindowSearch | None = None  # None: the token window is disabled
+    rules: RuleManager | None = None  # None: rules are read-only (tests, tools)
 
 
 def _state(request: Request) -> ApiState:
@@ -188,19 +190,51 @@ def create_app(state: ApiState) -> FastAPI:
             raise HTTPException(404, f"no snapshot of frame {frame_id} (evicted, or none kept)")
         return FileResponse(path, media_type="image/jpeg")
 
+    def rule_json(rule: RuleConfig, plan: Plan, source: str) -> dict[str, Any]:
+        return {
+            "name": rule.name,
+            "text": rule.text,
+            "cameras": rule.cameras,
+            "plan": plan.describe(),
+            "cooldown_s": rule.cooldown_s,
+            "clear_s": rule.clear_s,
+            "severity": rule.severity,
+            "source": source,
+        }
+
     @app.get("/api/rules")
     async def rules(st: State) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": r.name,
-                "text": r.text,
-                "cameras": r.cameras,
-                "plan": st.plans[r.name].describe(),
-                "cooldown_s": r.cooldown_s,
-                "severity": r.severity,
-            }
-            for r in st.config.rules
-        ]
+        if st.rules is not None:
+            return [rule_json(r, p, src) for r, p, src in st.rules.all()]
+        return [rule_json(r, st.plans[r.name], "config") for r in st.config.rules]
+
+    def manager(st: ApiState) -> RuleManager:
+        if st.rules is None:
+            raise HTTPException(503, "rules cannot be changed on this server")
+        return st.rules
+
+    @app.post("/api/rules", status_code=201)
+    async def add_rule(st: State, rule: RuleConfig) -> dict[str, Any]:
+        """Add a rule while running; it is stored and survives restarts."""
+        try:
+            plan = await manager(st).add(rule)
+        except RuleCompileError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        except RuleConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except UnknownRule as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return rule_json(rule, plan, "api")
+
+    @app.delete("/api/rules/{name}", status_code=204)
+    async def delete_rule(st: State, name: str) -> None:
+        """Remove a rule added through the API (its open events end now)."""
+        try:
+            await manager(st).remove(name)
+        except RuleConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except UnknownRule as exc:
+            raise HTTPException(404, str(exc)) from exc
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(st: State) -> str:

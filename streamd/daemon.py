@@ -23,9 +23,11 @@ from streamd.config import Config, MqttConfig
 from streamd.events.change import EventChange
 from streamd.events.db import make_engine, upgrade
 from streamd.events.mqtt import MqttPublisher, probe_broker
+from streamd.events.rule_store import RuleStore
 from streamd.events.store import EventStore
 from streamd.pipeline import CameraPipeline
 from streamd.rules.compiler import compile_rule
+from streamd.rules.manager import RuleManager
 from streamd.rules.plan import Plan
 from streamd.window.detection import Detector
 from streamd.window.detector import YOLOX_NANO_SHA256, load_detector
@@ -99,8 +101,7 @@ class Daemon:
         windows = await asyncio.to_thread(open_windows, cfg, enabled)
 
         async def sink(change: EventChange) -> None:
-            rule = next(r for r in cfg.rules if r.name == change.rule_name)
-            await store.record(change, rule.severity)
+            await store.record(change, str(change.details.get("severity", "warning")))
             log.info(
                 "event %s %s camera=%s rule=%s start=%s score=%.2f",
                 change.kind,
@@ -125,12 +126,21 @@ class Daemon:
             for name, cam in cfg.cameras.items()
             if cam.enabled
         }
+        rule_manager = RuleManager(
+            pipelines, RuleStore(engine), sink, {r.name: (r, plans[r.name]) for r in cfg.rules}
+        )
+        await rule_manager.load()
         publisher = None
         if mqtt is not None:
-            entities = [(c, r.name) for c in pipelines for r in cfg.rules_for(c)]
+            entities = [(c, r.name) for c, p in pipelines.items() for r, _ in p.rules]
             publisher = MqttPublisher(mqtt, store, entities)
         api_state = ApiState(
-            cfg, store, pipelines, plans, search=windows.search if windows is not None else None
+            cfg,
+            store,
+            pipelines,
+            plans,
+            search=windows.search if windows is not None else None,
+            rules=rule_manager,
         )
         if windows is not None:
             api_state.metrics.append(windows.metrics)

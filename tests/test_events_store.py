@@ -360,18 +360,26 @@ def _tables(conn: Connection) -> set[str]:
 
 async def test_migrations_match_models_and_downgrade(db_url: str, snapshot_dir: Path) -> None:
     await upgrade(db_url)
-    assert await current_revision(db_url) == "0001"
+    assert await current_revision(db_url) == "0002"
     engine = make_engine(db_url)
     try:
         async with engine.connect() as conn:
-            assert {"events", "outbox"} <= await conn.run_sync(_tables)
-            # The models and the migration describe the same schema.
+            assert {"events", "outbox", "rules"} <= await conn.run_sync(_tables)
+            # The models and the migrations describe the same schema.
             assert await conn.run_sync(_schema_diff) == []
+
+        # each step down is real: 0002 drops only the rules table
+        await downgrade(db_url, "0001")
+        assert await current_revision(db_url) == "0001"
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(_tables)
+            assert "rules" not in tables
+            assert {"events", "outbox"} <= tables
 
         await downgrade(db_url, "base")
         assert await current_revision(db_url) is None
         async with engine.connect() as conn:
-            assert not {"events", "outbox"} & await conn.run_sync(_tables)
+            assert not {"events", "outbox", "rules"} & await conn.run_sync(_tables)
 
         await upgrade(db_url)
         store = EventStore(engine, snapshot_dir, PREFIX)

@@ -117,3 +117,17 @@ class Outbox(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     __table_args__ = (Index("ix_outbox_sent_at", "sent_at"),)
+
+
+class StoredRule(Base):
+    """A rule added at run time through the API (rules from the config file are not stored)."""
+
+    __tablename__ = "rules"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    cameras: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    cooldown_s: Mapped[float] = mapped_column(Float)
+    clear_s: Mapped[float] = mapped_column(Float)
+    severity: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
