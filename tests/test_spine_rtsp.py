@@ -192,6 +192,9 @@ def test_camera_reconnects_while_other_camera_keeps_working(
             during = sampled("steady")
             assert during >= before + 3, (before, during)
             assert httpx.get(f"{api}/api/cameras", timeout=5).json()["flaky"]["online"] is False
+            metrics = httpx.get(f"{api}/metrics", timeout=5).text
+            assert 'streamd_camera_online{camera="steady"} 1' in metrics
+            assert 'streamd_camera_online{camera="flaky"} 0' in metrics
             flaky.restart()
             replay = flaky.wait_for_play("a", count=2, timeout=30)[-1]
             # the flaky camera's clip starts over on reconnect: its bag is dropped 5 s later
@@ -206,8 +209,6 @@ def test_camera_reconnects_while_other_camera_keeps_working(
             assert alert_from("steady")
             reconnects = httpx.get(f"{api}/api/cameras", timeout=5).json()["flaky"]["reconnects"]
             assert reconnects >= 1
-            metrics = httpx.get(f"{api}/metrics", timeout=5).text
-            assert 'streamd_camera_online{camera="steady"} 1' in metrics
         finally:
             proc.terminate()
             watcher.stop()
