@@ -40,7 +40,15 @@ def _setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiortc", "aioice", "apscheduler", "httpx", "uvicorn.access"):
+    for noisy in (
+        "aiortc",
+        "aioice",
+        "alembic",
+        "apscheduler",
+        "httpx",
+        "sentence_transformers",
+        "uvicorn.access",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
