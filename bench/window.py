@@ -170,7 +170,7 @@ def bench_store(
     result.disk_mb = sum(p.stat().st_size for p in directory.iterdir()) / MB
     del store
     t0 = time.perf_counter()
-    store = TokenStore.open(directory, style.dim, budget=budget, encoder=style.name.split()[0])
+    store = TokenStore(directory, style.dim, budget=budget, encoder=style.name.split()[0])
     result.open_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     store.search(query)

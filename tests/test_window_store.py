@@ -82,7 +82,7 @@ def test_max_age_evicts_old_frames(tmp_path: Path, rng: np.random.Generator) -> 
             store.append(float(t), t, dense_batch(rng, 5))
         assert store.span() == (69.0, 99.0)
         assert len(store) == 31 * 5
-    with TokenStore.open(tmp_path, DIM, budget=100_000, max_age_s=10.0, segment_tokens=64) as s:
+    with TokenStore(tmp_path, DIM, budget=100_000, max_age_s=10.0, segment_tokens=64) as s:
         assert s.span() == (89.0, 99.0)  # a tighter age applies on reopening
 
 
@@ -121,7 +121,7 @@ def test_same_key_is_one_vector_row(tmp_path: Path, rng: np.random.Generator) ->
         best = store.search(vecs[1], limit=1)[0]
         assert best.best_caption == "person, walking, left"
         assert best.score == pytest.approx(1.0, abs=0.01)
-    with TokenStore.open(tmp_path, DIM, budget=100_000, segment_tokens=256) as store:
+    with TokenStore(tmp_path, DIM, budget=100_000, segment_tokens=256) as store:
         assert store.stats().vector_rows == 3  # deduplicated again across reloaded segments
 
 
@@ -166,7 +166,7 @@ def test_close_and_reopen(tmp_path: Path, rng: np.random.Generator) -> None:
         before = (len(store), store.frames_count, store.span(), store.timestamps())
         planted = rng.standard_normal(DIM).astype(np.float32)
         probe = store.search(planted, limit=3)
-    with TokenStore.open(tmp_path, DIM, budget=3000, segment_tokens=250) as store:
+    with TokenStore(tmp_path, DIM, budget=3000, segment_tokens=250) as store:
         assert (len(store), store.frames_count, store.span()) == before[:3]
         np.testing.assert_array_equal(store.timestamps(), before[3])
         assert store.search(planted, limit=3) == probe
@@ -199,7 +199,7 @@ def test_kill_9_keeps_every_completed_segment(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()
-    with TokenStore.open(tmp_path, 32, budget=1_000_000, segment_tokens=200) as store:
+    with TokenStore(tmp_path, 32, budget=1_000_000, segment_tokens=200) as store:
         assert len(store) == 600
         expected = np.array([frame_ts(t) for t in range(60)])
         np.testing.assert_array_equal(store.timestamps(), expected)
@@ -257,7 +257,7 @@ def test_corrupt_segment_is_skipped_with_a_warning(
     damage(bad)
     with (
         caplog.at_level(logging.WARNING, logger="streamd.window.store"),
-        TokenStore.open(tmp_path, DIM, budget=100_000, segment_tokens=100) as store,
+        TokenStore(tmp_path, DIM, budget=100_000, segment_tokens=100) as store,
     ):
         assert len(store) == 300
         ts = store.timestamps()
@@ -281,7 +281,7 @@ def test_manifest_mismatch_is_refused(
     with TokenStore(tmp_path, DIM, segment_tokens=100) as store:
         store.append(1.0, 1, dense_batch(rng))
     with pytest.raises(WindowError, match=match) as info:
-        TokenStore.open(tmp_path, dim, encoder=encoder)
+        TokenStore(tmp_path, dim, encoder=encoder)
     assert isinstance(info.value, StreamdError)
 
 
@@ -296,7 +296,7 @@ def test_leftover_temporary_files_are_removed(tmp_path: Path, rng: np.random.Gen
         store.append(1.0, 1, dense_batch(rng))
     leftover = tmp_path / "seg-0000000009.seg.tmp"
     leftover.write_bytes(b"half a segment")
-    with TokenStore.open(tmp_path, DIM, segment_tokens=100) as store:
+    with TokenStore(tmp_path, DIM, segment_tokens=100) as store:
         assert len(store) == 10
     assert not leftover.exists()
 
@@ -344,7 +344,7 @@ def test_search_finds_planted_moment(
     store, planted = _planted_store(tmp_path, rng, keyed)
     if reopen:
         store.close()
-        store = TokenStore.open(tmp_path, DIM, budget=100_000, segment_tokens=300, camera="lobby")
+        store = TokenStore(tmp_path, DIM, budget=100_000, segment_tokens=300, camera="lobby")
     with store:
         moments = store.search(planted)
         best = moments[0]

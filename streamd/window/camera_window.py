@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from streamd.config import WindowConfig
 
-__all__ = ["CameraWindow", "open_store", "window_dir"]
+__all__ = ["CameraWindow", "StoreView", "open_store", "window_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,34 @@ def open_store(
     )
 
 
-class CameraWindow:
+class StoreView:
+    """The read side of a window: search, snapshots and frame times over a store + thumbnails.
+
+    Shared by the live CameraWindow and the CLI's read-only PersistedWindow.
+    """
+
+    store: TokenStore
+    thumbs: Thumbnails
+
+    def search(
+        self,
+        query: npt.NDArray[np.float32],
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10,
+        min_score: float | None = None,
+    ) -> list[Moment]:
+        return self.store.search(query, since, until, limit, min_score)
+
+    def snapshot_path(self, frame_id: int) -> Path | None:
+        path = self.thumbs.path(frame_id)
+        return path if path.is_file() else None
+
+    def timestamps(self) -> npt.NDArray[np.float64]:
+        return self.store.timestamps()
+
+
+class CameraWindow(StoreView):
     """`add` is called by the camera's pipeline (one worker thread at a time); `search`,
     `describe` and `snapshot_path` from any thread."""
 
@@ -168,23 +195,6 @@ class CameraWindow:
             self.store.close()
 
     # -- reading ---------------------------------------------------------------------------
-
-    def search(
-        self,
-        query: npt.NDArray[np.float32],
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 10,
-        min_score: float | None = None,
-    ) -> list[Moment]:
-        return self.store.search(query, since, until, limit, min_score)
-
-    def snapshot_path(self, frame_id: int) -> Path | None:
-        path = self.thumbs.path(frame_id)
-        return path if path.is_file() else None
-
-    def timestamps(self) -> npt.NDArray[np.float64]:
-        return self.store.timestamps()
 
     def describe(self) -> dict[str, Any]:
         stats = self.store.stats()

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamd.errors import ConfigError
-from streamd.window.camera_window import open_store, window_dir
+from streamd.window.camera_window import StoreView, open_store, window_dir
 from streamd.window.encoders import EncoderBackend
 from streamd.window.moments import Moment
 from streamd.window.query import (
@@ -176,29 +176,12 @@ class WindowSearch:
 
 
 @dataclass
-class PersistedWindow:
+class PersistedWindow(StoreView):
     """A read-only view of one camera's sealed segments (see the module doc)."""
 
     camera: str
     store: TokenStore
     thumbs: Thumbnails
-
-    def search(
-        self,
-        query: F32,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 10,
-        min_score: float | None = None,
-    ) -> list[Moment]:
-        return self.store.search(query, since, until, limit, min_score)
-
-    def snapshot_path(self, frame_id: int) -> Path | None:
-        path = self.thumbs.path(frame_id)
-        return path if path.is_file() else None
-
-    def timestamps(self) -> F64:
-        return self.store.timestamps()
 
 
 def _pid_alive(pid: int) -> bool:

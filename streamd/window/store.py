@@ -513,7 +513,7 @@ def _check_consistent(path: Path, seg: _Segment, dim: int) -> None:
 class TokenStore:
     """Rolling, persistent, searchable window of one camera's tokens (see module doc).
 
-    Opening a directory loads what is there: the constructor and `open` are the same thing.
+    Constructing a store on a directory loads what is already there (completed segments).
     `encoder` names the model that made the vectors; a directory written with another encoder
     or dim is refused. `segment_tokens` is capped at a quarter of the budget so that a small
     window does not carry a large active segment. Search knobs (see `moments`): `hit_margin`,
@@ -566,35 +566,6 @@ class TokenStore:
         self._check_manifest()
         next_seq = self._load_existing()
         self._segments.append(self._new_segment(next_seq))
-
-    @classmethod
-    def open(
-        cls,
-        directory: Path,
-        dim: int,
-        budget: int = 1_000_000,
-        max_age_s: float | None = None,
-        segment_tokens: int = 16384,
-        *,
-        encoder: str = "objects",
-        camera: str | None = None,
-        hit_margin: float = 0.05,
-        hit_fraction: float = 0.01,
-        merge_gap_s: float = 2.0,
-    ) -> TokenStore:
-        """Open (or create) the store in `directory`, resuming its completed segments."""
-        return cls(
-            directory,
-            dim,
-            budget,
-            max_age_s,
-            segment_tokens,
-            encoder=encoder,
-            camera=camera,
-            hit_margin=hit_margin,
-            hit_fraction=hit_fraction,
-            merge_gap_s=merge_gap_s,
-        )
 
     # -- context manager --------------------------------------------------------------------
 
