@@ -66,11 +66,28 @@ def follow_body(track: Track, fg: Foreground, p: PostureParams) -> Box | None:
     body = fg.blob_in(area, p.body_min_fill)
     if body is None or body.area < 0.15 * b.area or body.area > 4.0 * b.area:
         return None
+    # Whoever falls, falls from where they stood: the body still covers the feet's place.
+    feet = (b.x1 + b.x2) / 2
+    margin = 0.25 * b.width
+    if not body.x1 - margin <= feet <= body.x2 + margin:
+        return None
     return body
 
 
 def update_posture(track: Track, ts: float, p: PostureParams) -> list[SceneEvent]:
-    """Advance one person track's posture and fall state with its current box."""
+    """Advance one person track's posture, fall state and lying spell with its current box."""
+    events = _posture_and_fall(track, ts, p)
+    down = track.fallen_at is not None or track.fall_onset is not None
+    if track.posture is Posture.LYING and (down or not _walking(track, ts)):
+        track.last_lying = ts
+        if track.lying_since is None:
+            track.lying_since = ts
+    elif track.last_lying is not None and ts - track.last_lying > p.lying_gap_s:
+        track.lying_since = None
+    return events
+
+
+def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEvent]:
     box = track.box
     shape_upright = box.height >= box.width / p.upright_aspect * 1.1
     if shape_upright and track.detected_at == ts:
@@ -89,12 +106,6 @@ def update_posture(track: Track, ts: float, p: PostureParams) -> list[SceneEvent
     if posture is not track.posture:
         track.posture = posture
         track.posture_since = ts
-    if posture is Posture.LYING and not _walking(track, ts):
-        track.last_lying = ts
-        if track.lying_since is None:
-            track.lying_since = ts
-    elif track.last_lying is not None and ts - track.last_lying > p.lying_gap_s:
-        track.lying_since = None
     if posture is Posture.UPRIGHT:
         if track.fallen_at is not None:
             events.append(SceneEvent(EventKind.GOT_UP, ts, track.track_id, "person", box))
