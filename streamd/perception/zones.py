@@ -46,14 +46,17 @@ class Line:
 
     def crossing(self, before: Point, after: Point) -> str | None:
         """ "in" / "out" when the move before→after crosses the segment, else None."""
-        s0, s1 = _cross(self.start, self.end, before), _cross(self.start, self.end, after)
-        if s0 == 0 or s1 == 0 or (s0 > 0) == (s1 > 0):
+        # A point exactly on the line counts as on its right, so a move that stops on the line
+        # and one that starts there are not both lost.
+        r0 = _cross(self.start, self.end, before) >= 0
+        r1 = _cross(self.start, self.end, after) >= 0
+        if r0 == r1:
             return None
         # The move's own line must separate the segment's ends too (a proper intersection).
         t0, t1 = _cross(before, after, self.start), _cross(before, after, self.end)
-        if (t0 > 0) == (t1 > 0):
+        if (t0 > 0 and t1 > 0) or (t0 < 0 and t1 < 0):
             return None
-        return "in" if s0 < 0 < s1 else "out"
+        return "in" if r1 else "out"
 
 
 @dataclass(frozen=True)
