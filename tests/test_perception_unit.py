@@ -40,6 +40,7 @@ def _person(boxes: list[tuple[float, Box]], p: PostureParams) -> tuple[Track, li
     kinds: list[EventKind] = []
     for ts, box in boxes:
         tr.detected_at, tr.detected_box = ts, box
+        tr.detections += 1
         tr.see(ts, box)
         kinds += [e.kind for e in update_posture(tr, ts, p)]
     return tr, kinds

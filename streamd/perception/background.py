@@ -254,8 +254,9 @@ class BackgroundModel:
     ) -> tuple[list[StillRegion], list[StillRegion]]:
         """Static regions that could be objects: not tiny, not huge, not cut by the frame edge
         (a region at the border is something entering or leaving), split into arrivals and
-        ghosts. A ghost is relearnt at once and reported as removed (not during warm-up, when
-        every difference from the first frame is a start-up artefact)."""
+        ghosts. A ghost is relearnt at once (at any size, anywhere) and reported as removed
+        where it could be an object (not during warm-up, when every difference from the first
+        frame is a start-up artefact)."""
         p = self.params
         assert self._static_since is not None
         assert self._bg is not None
@@ -265,20 +266,23 @@ class BackgroundModel:
         removed: list[StillRegion] = []
         for i in range(1, count):
             x, y, w, h, area = (int(v) for v in stats[i])
-            if not p.min_area * n_px <= area <= p.max_area * n_px:
-                continue
-            if x <= 1 or y <= 1 or x + w >= wid - 1 or y + h >= hgt - 1:
+            if area < p.min_area * n_px:
                 continue
             region = labels == i
             since = float(self._static_since[region].min())
             box = _to_full(x, y, w, h, scale)
+            sized = area <= p.max_area * n_px
+            inside = not (x <= 1 or y <= 1 or x + w >= wid - 1 or y + h >= hgt - 1)
             if is_ghost(region, small, bg):
+                # Relearnt wherever it is: a start-up ghost of someone who stood at the frame's
+                # edge would otherwise stay foreground for good.
                 self._static_since[region] = np.inf
                 self._bg[region] = small[region]
-                if not warm:
+                if sized and inside and not warm:
                     removed.append(StillRegion(box, since))
                 continue
-            still.append(StillRegion(box, since))
+            if sized and inside:
+                still.append(StillRegion(box, since))
         return still, removed
 
 

@@ -128,16 +128,24 @@ class Perception:
             if tr.hits == 2 and warm:
                 events.append(SceneEvent(EventKind.APPEARED, ts, tr.track_id, tr.label, tr.box))
         people = [tr for tr in self.tracker.tracks.values() if tr.label == "person"]
+        detected = [tr.box for tr in people if tr.detected_at == ts]
         for tr in people:
             if tr.track_id not in seen_ids:
-                body = follow_body(tr, fg, self.posture)
+                body = follow_body(tr, fg, self.posture, detected)
                 if body is None:
                     continue
                 tr.see(ts, body)
             events.extend(update_posture(tr, ts, self.posture))
             if not tr.moving:
                 self._person_spots.append((ts, tr.box))
-        objects, obj_events = self._objects.update(ts, fg, people, detections)
+        # Who can own or attend an object: people, and solid upright moving regions bigger than
+        # a bag that the detector did not name (it misses people at odd angles and sizes).
+        owners = people + [
+            tr
+            for tr in self.tracker.tracks.values()
+            if tr.label is None and tr.box.height > tr.box.width and tr.hits >= 2
+        ]
+        objects, obj_events = self._objects.update(ts, fg, owners, detections)
         events.extend(obj_events)
         events.extend(self._removed(fg, ts))
         h, w = frame.image.shape[:2]

@@ -146,6 +146,8 @@ class StillObjects:
         reach = self.params.proximity_widths * max(obj.box.width, 1.0)
         best: tuple[float, int, Box] | None = None
         for q in people:
+            if q.label is None and q.box.area < 2.0 * obj.box.area:
+                continue  # an unnamed region smaller than the object is not whoever brought it
             gaps = [
                 box.gap(obj.box)
                 for t, box in q.history

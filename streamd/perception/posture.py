@@ -16,6 +16,7 @@ a change of shape over time, not a single "lying" detection:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streamd.perception.background import Foreground
@@ -35,7 +36,8 @@ class PostureParams:
     fall_window_s: float = 3.0  # upright → lying within this is a fall
     fall_drop: float = 0.3  # the box's top must drop by this part of the reference height
     plunge_drop: float = 0.6  # a squat box whose top dropped this much is falling too
-    confirm_s: float = 0.9  # and the person must still be down this much later
+    confirm_s: float = 0.9
+    min_detections: int = 2  # a person seen once (a spurious box) cannot fall
     body_search: float = 0.6  # widen the last box by this part of its width on each side
     body_min_fill: float = 0.04  # foreground needed in the search area to follow a body
     lying_gap_s: float = 2.5  # other postures this long end a lying spell
@@ -54,15 +56,20 @@ def classify(box: Box, ref_height: float | None, p: PostureParams) -> Posture:
     return Posture.LOW
 
 
-def follow_body(track: Track, fg: Foreground, p: PostureParams) -> Box | None:
-    """Where a person the detector lost is, from the foreground around their last box: the
-    same width band, from their head down to a little below their feet."""
+def follow_body(
+    track: Track, fg: Foreground, p: PostureParams, others: Sequence[Box] = ()
+) -> Box | None:
+    """Where a person the detector lost is, from the foreground around their last box.
+
+    `others` are the people detected in this frame: foreground that is mostly one of them is
+    that person (the tracker may have given them another id), not this one's body."""
     b = track.detected_box or track.box
     # A person lying down spans about their standing height sideways.
     pad = max(p.body_search * b.width, 0.5 * b.height)
-    # From a little below the head: a body on the floor lies about where the legs were, and
-    # the head's old place is often the person's own ghost in the background.
-    area = Box(b.x1 - pad, b.y1 + 0.3 * b.height, b.x2 + pad, b.y2 + 0.15 * b.height)
+    # Around where the legs were: a body on the floor lies near the level the feet stood on
+    # (a little below when falling towards the camera), and the head's old place is often
+    # the person's own ghost in the background.
+    area = Box(b.x1 - pad, b.y1 + 0.5 * b.height, b.x2 + pad, b.y2 + 0.25 * b.height)
     body = fg.blob_in(area, p.body_min_fill)
     if body is None or body.area < 0.15 * b.area or body.area > 4.0 * b.area:
         return None
@@ -71,7 +78,16 @@ def follow_body(track: Track, fg: Foreground, p: PostureParams) -> Box | None:
     margin = 0.25 * b.width
     if not body.x1 - margin <= feet <= body.x2 + margin:
         return None
+    if any(_covered(body, o) > 0.3 for o in others):
+        return None
     return body
+
+
+def _covered(a: Box, b: Box) -> float:
+    """Fraction of `a` inside `b`."""
+    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    return ix * iy / a.area if a.area > 0 else 0.0
 
 
 def update_posture(track: Track, ts: float, p: PostureParams) -> list[SceneEvent]:
@@ -91,8 +107,12 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
     box = track.box
     shape_upright = box.height >= box.width / p.upright_aspect * 1.1
     if shape_upright and track.detected_at == ts:
-        # Learn the upright height only from clearly upright, detected boxes.
-        track.ref_height = box.height
+        # Learn the upright height only from clearly upright, detected boxes, and let it shrink
+        # slowly: someone walking away gets smaller, someone starting to fall only looks it.
+        ref = track.ref_height
+        track.ref_height = (
+            box.height if ref is None or box.height >= ref else (0.7 * ref + 0.3 * box.height)
+        )
     posture = classify(box, track.ref_height, p)
     if (
         posture is Posture.LOW
@@ -129,6 +149,7 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
         track.fall_onset is None
         and fall_shaped
         and track.last_upright is not None
+        and track.detections >= p.min_detections
         and ts - track.last_upright <= p.fall_window_s
         and drop >= p.fall_drop
     ):

@@ -50,6 +50,7 @@ class Track:
     history: deque[tuple[float, Box]] = field(default_factory=lambda: deque(maxlen=_HISTORY))
     detected_at: float = 0.0  # last time a detection (not a blob or body) matched it
     detected_box: Box | None = None  # the box of that detection
+    detections: int = 0  # samples in which a detection matched it
     # People: posture and falls (kept by perception.posture)
     ref_height: float | None = None  # upright height near where the person is
     posture: Posture = Posture.UNKNOWN
@@ -177,6 +178,7 @@ class Tracker:
                 tr.votes[item.label] = tr.votes.get(item.label, 0.0) + max(item.score, 0.05)
                 tr.detected_at = ts
                 tr.detected_box = item.box
+                tr.detections += 1
             out.append(tr)
         return out
 
