@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import clip_or_skip
-from support.clips import left_object_clip
+from support.clips import DROP_T, UNATTENDED_T, left_object_clip
 from support.daemon import StreamdProcess, wait_for
 
 pytestmark = pytest.mark.slow
@@ -46,9 +46,13 @@ def test_motion_only_mode_still_alerts_on_a_left_object(tmp_path: Path, clips_di
         rows = wait_for(events, timeout=30, interval=1.0)
         assert rows, proc.log()[-3000:]
         start = float(rows[0]["start_time"])  # type: ignore[arg-type]
-        # the file replays in real time from its first frame: the bag is dropped at t=5 s
+        # the file replays in real time from its first frame: the bag is dropped at t=5 s and
+        # its carrier is two bag widths away from ≈7.5 s, when the event starts
         first = _log_time(proc.log(), "camera replay: receiving frames")
-        assert abs(start - (first + 5.0)) <= 2.0, (start - first, proc.log()[-2000:])
+        assert abs(start - (first + UNATTENDED_T)) <= 2.0, (start - first, proc.log()[-2000:])
+        details = rows[0]["details"]
+        assert isinstance(details, dict)
+        assert abs(details["placed_at"] - (first + DROP_T)) <= 2.0, details
     finally:
         proc.terminate()
     log = proc.log()

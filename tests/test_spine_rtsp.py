@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import clip_or_skip
-from support.clips import DROP_T, attended_object_clip, left_object_clip
+from support.clips import DROP_T, UNATTENDED_T, attended_object_clip, left_object_clip
 from support.daemon import MqttWatcher, StreamdProcess, free_port, wait_for
 from support.rtsp import RtspServer, gst_rtsp_available
 
@@ -90,7 +90,8 @@ def test_left_bag_alerts_over_mqtt_and_sql(
         try:
             play = server.wait_for_play("lobby", timeout=30)[0]
             drop = play + DROP_T
-            deadline = drop + UNATTENDED_S + SEGMENT_S + 3.0
+            unattended = play + UNATTENDED_T
+            deadline = unattended + UNATTENDED_S + SEGMENT_S + 3.0
             new = wait_for(lambda: watcher.events("new"), timeout=deadline - time.time() + 5)
             assert new, f"no MQTT event; daemon log:\n{proc.log()[-3000:]}"
             got = new[0]
@@ -105,7 +106,8 @@ def test_left_bag_alerts_over_mqtt_and_sql(
             assert after["rule"] == RULE
             assert after["end_time"] is None
             assert after["has_snapshot"] is True
-            assert abs(after["start_time"] - drop) <= 2.0
+            # the event starts when the bag became unattended, not when it was put down
+            assert abs(after["start_time"] - unattended) <= 2.0, after["start_time"] - play
             assert wait_for(lambda: watcher.on("lobby/unattended-bag/state"), 5)[0].payload == "ON"
             assert watcher.on("available")[0].payload == "online"
 
@@ -113,7 +115,9 @@ def test_left_bag_alerts_over_mqtt_and_sql(
             assert len(rows) == 1
             row = rows[0]
             assert row["id"] == after["id"]
-            assert abs(row["start_time"] - drop) <= 2.0, (row["start_time"], drop)
+            assert abs(row["start_time"] - unattended) <= 2.0, (row["start_time"], unattended)
+            assert abs(row["details"]["placed_at"] - drop) <= 2.0, (row["details"], drop)
+            assert row["details"]["owner_last_box"] is not None
             assert row["has_snapshot"]
             assert "stationary" in row["details"]["plan"]
         finally:

@@ -34,6 +34,10 @@ FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 WIDTH, HEIGHT, FPS, DURATION_S = 640, 480, 30, 20
 DROP_T = 5.0  # the bag is put down at t=5 s in both object clips
 LEAVE_T = 12.5  # the left-object clip's person is off screen by then
+# The person (50 px wide, moving right at 60 px/s from x=-50) is more than two bag widths
+# (2 × 36 px) past the bag's right edge (326) from (326 + 72 + 50) / 60 ≈ 7.5 s: the bag is
+# unattended from then (PETS 2006 / AVSS 2007), which is when a left-object event starts.
+UNATTENDED_T = 7.5
 BAG_BOX = (290, 412, 36, 28)  # x, y, w, h of the bag once dropped
 BACKGROUNDS = ("testsrc2", "static")
 
