@@ -218,7 +218,7 @@ async def _retention(store: EventStore, days: float) -> None:
     cutoff = datetime.now(UTC) - timedelta(days=days)
     try:
         n = await store.delete_ended_before(cutoff)
-        sent = await store.purge_sent(datetime.now(UTC) - timedelta(days=1))
+        sent = await store.outbox.purge_sent(datetime.now(UTC) - timedelta(days=1))
     except Exception:
         log.exception("retention job failed")
         return

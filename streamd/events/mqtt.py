@@ -23,14 +23,9 @@ from aiomqtt import MqttError
 
 from streamd.config import MqttConfig
 from streamd.events.db import DatabaseError
-from streamd.events.store import (
-    STATE_OFF,
-    STATE_ON,
-    EventStore,
-    OutboxRow,
-    availability_topic,
-    state_topic,
-)
+from streamd.events.outbox import OutboxRow
+from streamd.events.store import EventStore
+from streamd.events.topics import STATE_OFF, STATE_ON, availability_topic, state_topic
 
 log = logging.getLogger(__name__)
 
@@ -260,15 +255,15 @@ class MqttPublisher:
             # lands while the event is being set, and the daemon's shutdown then waits forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.idle_wait_s):
-                    await self.store.new_messages.wait()
+                    await self.store.outbox.new_messages.wait()
 
     async def _drain(self, client: aiomqtt.Client) -> int:
         """Publish pending outbox rows until none are left; returns how many were sent."""
         sent = 0
         while True:
             # Cleared before reading, so a row committed after this read sets it again.
-            self.store.new_messages.clear()
-            rows = await self.store.pending(self.batch_size)
+            self.store.outbox.new_messages.clear()
+            rows = await self.store.outbox.pending(self.batch_size)
             if not rows:
                 return sent
             # Shielded: a cancel (daemon shutdown) must not abandon a batch between the broker's
@@ -303,7 +298,7 @@ class MqttPublisher:
             else:
                 raise result
         if done:
-            await self.store.mark_sent(done)
+            await self.store.outbox.mark_sent(done)
             self.stats.published += len(done)
         if failure is not None:
             raise failure
