@@ -120,6 +120,10 @@ class MqttPublisher:
         self._attempt = 0
         self._batch: asyncio.Task[int] | None = None
         self._stopping = False
+        # Retained messages that bypass the outbox (see `publish_direct`): latest per topic.
+        self._direct: dict[str, str] = {}
+        self._direct_unsent: set[str] = set()
+        self._outbox_failing = False
 
     @property
     def prefix(self) -> str:
@@ -146,6 +150,23 @@ class MqttPublisher:
         # A whole batch is in flight at once; aiomqtt warns above this many pending calls.
         client.pending_calls_threshold = self.batch_size + 10
         return client
+
+    def publish_direct(self, topic: str, payload: str) -> None:
+        """Publish a retained status message without the outbox, which lives in the database:
+        the database's own status must get out while it is down. Only the latest payload per
+        topic is kept; it is sent as soon as the broker is connected, and again on reconnect."""
+        self._direct[topic] = payload
+        self._direct_unsent.add(topic)
+        self.store.outbox.new_messages.set()  # wakes the pump
+
+    async def _send_direct(self, client: aiomqtt.Client) -> None:
+        while self._direct_unsent:
+            topic = self._direct_unsent.pop()
+            try:
+                await client.publish(topic, self._direct[topic], qos=1, retain=True)
+            except BaseException:
+                self._direct_unsent.add(topic)
+                raise
 
     # -- the task --------------------------------------------------------------------------
 
@@ -194,6 +215,7 @@ class MqttPublisher:
                 if self.cfg.discovery:
                     for topic, payload in self.discovery_messages():
                         await client.publish(topic, payload, qos=1, retain=True)
+                self._direct_unsent.update(self._direct)
                 await self._serve(client)
             except asyncio.CancelledError:
                 self._stopping = True
@@ -243,12 +265,16 @@ class MqttPublisher:
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         while True:
+            await self._send_direct(client)
             try:
                 await self._drain(client)
+                self._outbox_failing = False
             except DatabaseError as exc:
                 # The outbox will still be there when the database is back; the broker
-                # connection is fine, so keep it.
-                log.warning("MQTT: cannot read the outbox: %s", exc)
+                # connection is fine, so keep it. Said once per outage, not every idle wait.
+                if not self._outbox_failing:
+                    log.warning("MQTT: cannot read the outbox: %s", exc)
+                self._outbox_failing = True
             # The timeout is a safety net only: a commit from another process (e.g. a `streamd`
             # CLI run) does not set the event.
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
