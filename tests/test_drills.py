@@ -240,6 +240,8 @@ def test_drill_postgres_stopped_30s(
         assert "database unavailable" in r.json()["detail"]
         assert r.headers["retry-after"]
         answers.append(httpx.get(f"{api}/api/events/nope", timeout=15).status_code)
+        rule = {"name": "during-outage", "text": "motion", "cameras": ["cam_a"]}
+        answers.append(httpx.post(f"{api}/api/rules", json=rule, timeout=15).status_code)
         metrics = httpx.get(f"{api}/metrics", timeout=5).text
         assert "streamd_database_up 0" in metrics
 
