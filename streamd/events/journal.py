@@ -201,7 +201,15 @@ class Journal:
         if self._file is None:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
+                created = not self.path.exists()
                 self._file = self.path.open("ab")
+                if created:
+                    # The new file's directory entry must survive a power cut too.
+                    fd = os.open(self.directory, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
             except OSError as exc:
                 raise JournalError(f"cannot open the event journal {self.path}: {exc}") from exc
         return self._file
