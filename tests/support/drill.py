@@ -161,6 +161,7 @@ class DrillCount:
     ended_in_sql: set[str]
     delivered: list[tuple[str, str]]  # (type, id) as received, repeats included
     during_outage: int
+    note: str = ""
 
     @property
     def delivered_new(self) -> set[str]:
@@ -180,16 +181,18 @@ class DrillCount:
 
     def row(self) -> str:
         return (
-            f"| {self.name:<22} | {len(self.fired):>5} | {self.during_outage:>6} | "
+            f"| {self.name:<24} | {len(self.fired):>5} | {self.during_outage:>6} | "
             f"{len(self.in_sql):>6} | {len(self.delivered_new):>9} | {self.duplicates:>10} | "
-            f"{len(self.lost):>4} |"
+            f"{len(self.lost):>4} | {len(self.delivered):>9} | {self.note}"
         )
 
     @staticmethod
     def header() -> str:
         return (
-            "| drill                  | fired | outage | in SQL | delivered | duplicates | lost |\n"
-            "|------------------------|-------|--------|--------|-----------|------------|------|"
+            "| drill                    | fired | outage | in SQL | delivered | duplicates | lost |"
+            " envelopes | note\n"
+            "|--------------------------|-------|--------|--------|-----------|------------|------|"
+            "-----------|-----"
         )
 
 
