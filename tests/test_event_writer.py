@@ -23,8 +23,9 @@ from support.services import PrivatePostgres, ServiceUnavailable
 from streamd.events.change import EventChange, new_event_id
 from streamd.events.db import make_engine, upgrade
 from streamd.events.journal import JOURNAL_NAME, Journal, JournalError
+from streamd.events.outage import DatabaseStatus
 from streamd.events.store import EventStore
-from streamd.events.writer import DatabaseStatus, EventWriter
+from streamd.events.writer import EventWriter
 
 PREFIX = "streamd-test"
 WAIT_S = 30.0

@@ -40,13 +40,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from streamd.events.change import EventChange, PendingChange
 from streamd.events.db import DatabaseError
 from streamd.events.journal import Journal, JournalEntry, JournalError
+from streamd.events.outage import DatabaseStatus, Outage, WriterStats, metric_lines
 from streamd.events.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -56,32 +54,6 @@ log = logging.getLogger(__name__)
 _MAX_OTHER_FAILURES = 3
 
 
-class DatabaseStatus(BaseModel):
-    """The retained JSON on `<prefix>/database`: whether event changes reach the database."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    state: Literal["available", "unavailable"]
-    since: float = Field(description="UTC epoch seconds when this state began.")
-    reason: str | None = Field(None, description="Why the database is unavailable.")
-    pending: int = Field(description="Event changes waiting for the database.")
-    written: int = Field(0, description="Buffered changes written since the outage ended.")
-    dropped: int = Field(0, description="Changes dropped during the outage (over budget).")
-
-
-@dataclass(slots=True)
-class WriterStats:
-    """Counters for /metrics."""
-
-    database_up: bool = True
-    outages: int = 0
-    buffered: int = 0  # changes that had to wait in the journal for the database
-    written: int = 0  # changes committed
-    dropped: int = 0  # changes given up (outage past its budget, journal full, bad data)
-    journal_bytes: int = 0
-    last_error: str | None = None
-
-
 @dataclass(slots=True)
 class _Item:
     seq: int
@@ -89,16 +61,6 @@ class _Item:
     journaled: bool  # its line is in the journal (so its commit is acked there)
     announced: bool  # its log line is out
     failures: int = 0
-
-
-@dataclass(slots=True)
-class _Outage:
-    started: float  # monotonic
-    started_wall: float
-    reason: str
-    written: int = 0
-    dropped: int = 0
-    over_budget_logged: bool = False
 
 
 StatusCallback = Callable[[DatabaseStatus], None]
@@ -135,7 +97,7 @@ class EventWriter:
         self._next_seq = 0
         self._lock = asyncio.Lock()  # journal file and queue changes
         self._wake = asyncio.Event()
-        self._outage: _Outage | None = None
+        self._outage: Outage | None = None
         self._dropped_ids: set[str] = set()
         self._since = time.time()
 
@@ -384,7 +346,7 @@ class EventWriter:
         if self._outage is not None:
             return
         now = time.time()
-        self._outage = _Outage(time.monotonic(), now, str(exc))
+        self._outage = Outage(time.monotonic(), now, str(exc))
         self._since = now
         self.stats.database_up = False
         self.stats.outages += 1
@@ -446,16 +408,7 @@ class EventWriter:
 
     def metrics(self) -> list[str]:
         """Prometheus text lines (the /metrics route adds them)."""
-        s = self.stats
-        return [
-            f"streamd_database_up {int(s.database_up)}",
-            f"streamd_database_outages_total {s.outages}",
-            f"streamd_event_changes_pending {self.pending}",
-            f"streamd_event_changes_buffered_total {s.buffered}",
-            f"streamd_event_changes_written_total {s.written}",
-            f"streamd_event_changes_dropped_total {s.dropped}",
-            f"streamd_event_journal_bytes {s.journal_bytes}",
-        ]
+        return metric_lines(self.stats, self.pending)
 
 
 def _from_entry(e: JournalEntry) -> _Item:
