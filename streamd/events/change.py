@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamd.ingest.frame import Image
-from streamd.window.detection import Box
+from streamd.perception.geometry import Box
 
 ChangeKind = Literal["new", "update", "end"]
 
