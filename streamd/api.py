@@ -20,6 +20,8 @@ from fastapi.responses import FileResponse, PlainTextResponse
 
 from streamd.config import Config, RuleConfig
 from streamd.errors import QueryError, RuleCompileError
+from streamd.events.db import DatabaseError
+from streamd.events.http_errors import database_unavailable
 from streamd.events.store import EventStore
 from streamd.pipeline import CameraPipeline
 from streamd.rules.manager import RuleConflict, RuleManager, UnknownRule
@@ -79,6 +81,7 @@ def create_app(state: ApiState) -> FastAPI:
         yield {"streamd": state}
 
     app = FastAPI(title="streamd", lifespan=lifespan, dependencies=[Depends(_auth)])
+    app.add_exception_handler(DatabaseError, database_unavailable)
     install_whip(app)  # POST/DELETE /api/whip/..., their CORS, GET /publish/{camera}
 
     @app.get("/api/events")

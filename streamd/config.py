@@ -44,6 +44,18 @@ class DatabaseConfig(StrictModel):
         description="SQLAlchemy URL: sqlite+aiosqlite:///FILE (default) or "
         "postgresql+asyncpg://user@host/db; plain sqlite:// and postgresql:// get async drivers.",
     )
+    outage_budget_s: float = Field(
+        600.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="How long the database may be unreachable with no event change lost: "
+        "changes wait in memory and a journal under data_dir/journal and are written in order "
+        "when it is back. Past this, new events and updates are dropped (counted); the ends "
+        "of events already kept are still kept.",
+    )
+    journal_max_mb: float = Field(
+        256.0, gt=0, description="Cap of that journal on disk, whatever the budget."
+    )
 
     @field_validator("url")
     @classmethod

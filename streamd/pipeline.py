@@ -47,6 +47,7 @@ class WindowWriter(Protocol):
 class PipelineStats:
     observations: int = 0
     events: int = 0
+    sink_errors: int = 0
     restarts: int = 0
     last_obs_at: float = 0.0
     analyse_s: float = 0.0
@@ -155,7 +156,15 @@ class CameraPipeline:
 
     async def _emit(self, change: EventChange) -> None:
         self.stats.events += 1
-        await self.sink(change)
+        try:
+            await self.sink(change)
+        except Exception:
+            # The sink buffers through database outages and never raises for them; anything
+            # else is a bug in the events stage, which must not restart this camera.
+            self.stats.sink_errors += 1
+            log.exception(
+                "camera %s: event %s %s not recorded", self.name, change.kind, change.event_id
+            )
 
     def close(self, now: float) -> list[EventChange]:
         """Pending segment plus an `end` for every open event (shutdown)."""

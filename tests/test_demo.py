@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 
 DEMO_TOPICS = (
     "streamd/available",
+    "streamd/database",
     "streamd/demo/unattended-bag/state",
     "homeassistant/binary_sensor/streamd_demo_unattended-bag/config",
 )

@@ -138,7 +138,7 @@ async def test_lifecycle_snapshot_and_outbox(store: EventStore, snapshot_dir: Pa
         ),
         severity="critical",
     )
-    assert store.new_messages.is_set()
+    assert store.outbox.new_messages.is_set()
     await store.record(change("update", eid, score=0.9, description="a black bag, nobody near"))
     await store.record(change("update", eid, score=0.7, details={"frames": 12}))
     await store.record(change("end", eid, end=T0 + 42.25, score=0.2))
@@ -173,7 +173,7 @@ async def test_lifecycle_snapshot_and_outbox(store: EventStore, snapshot_dir: Pa
     assert doc["has_snapshot"] is True
     json.dumps(doc)  # JSON-ready as is
 
-    rows = await store.pending()
+    rows = await store.outbox.pending()
     assert [(r.topic, r.qos, r.retain) for r in rows] == [
         (f"{PREFIX}/events", 1, False),
         (f"{PREFIX}/lobby/unattended-bag/state", 1, True),
@@ -209,14 +209,14 @@ async def test_lifecycle_snapshot_and_outbox(store: EventStore, snapshot_dir: Pa
     assert end["after"]["end_time"] == pytest.approx(T0 + 42.25)
     assert end["before"] == up2["after"]
 
-    await store.mark_sent(r.id for r in rows[:2])
-    assert [r.id for r in await store.pending()] == [r.id for r in rows[2:]]
-    assert await store.pending_count() == 4
-    await store.mark_sent([r.id for r in rows])
-    assert await store.pending() == []
+    await store.outbox.mark_sent(r.id for r in rows[:2])
+    assert [r.id for r in await store.outbox.pending()] == [r.id for r in rows[2:]]
+    assert await store.outbox.pending_count() == 4
+    await store.outbox.mark_sent([r.id for r in rows])
+    assert await store.outbox.pending() == []
     # Sent rows are kept for a while, then purged.
-    assert await store.purge_sent(datetime.now(UTC) - timedelta(hours=1)) == 0
-    assert await store.purge_sent(datetime.now(UTC) + timedelta(seconds=1)) == 6
+    assert await store.outbox.purge_sent(datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert await store.outbox.purge_sent(datetime.now(UTC) + timedelta(seconds=1)) == 6
 
 
 async def test_repeats_and_unknown_events_are_not_lost(store: EventStore) -> None:
@@ -241,7 +241,7 @@ async def test_repeats_and_unknown_events_are_not_lost(store: EventStore) -> Non
     got_end = await store.get(lost_end)
     assert got_end is not None
     assert got_end.end_time == pytest.approx(T0 + 3)
-    types = [e["type"] for e in envelopes(await store.pending())]
+    types = [e["type"] for e in envelopes(await store.outbox.pending())]
     assert types == ["new", "end", "update", "end"]
 
 
@@ -295,17 +295,17 @@ async def test_close_open_ends_active_events(store: EventStore) -> None:
     await store.record(change("new", b, camera="door", rule="van", start=T0 + 1))
     await store.record(change("new", c, camera="lobby", rule="crowd", start=T0 + 2))
     await store.record(change("end", c, camera="lobby", rule="crowd", start=T0 + 2, end=T0 + 4))
-    await store.mark_sent(r.id for r in await store.pending())
-    store.new_messages.clear()
+    await store.outbox.mark_sent(r.id for r in await store.outbox.pending())
+    store.outbox.new_messages.clear()
 
     closed = await store.close_open(T0 + 100)
     assert sorted(closed) == sorted([a, b])
-    assert store.new_messages.is_set()
+    assert store.outbox.new_messages.is_set()
     for eid in (a, b):
         rec = await store.get(eid)
         assert rec is not None
         assert rec.end_time == pytest.approx(T0 + 100)
-    rows = await store.pending()
+    rows = await store.outbox.pending()
     ends = envelopes(rows)
     assert {e["after"]["id"] for e in ends} == {a, b}
     assert all(e["type"] == "end" and e["before"]["end_time"] is None for e in ends)
@@ -345,8 +345,8 @@ async def test_no_topic_prefix_queues_nothing(engine: AsyncEngine, snapshot_dir:
     eid = new_event_id(T0)
     await store.record(change("new", eid))
     await store.record(change("end", eid, end=T0 + 1))
-    assert await store.pending() == []
-    assert not store.new_messages.is_set()
+    assert await store.outbox.pending() == []
+    assert not store.outbox.new_messages.is_set()
     assert (await store.get(eid)) is not None
 
 

@@ -180,7 +180,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = WAIT_
 
 
 async def outbox_empty(store: EventStore) -> bool:
-    return await store.pending_count() == 0
+    return await store.outbox.pending_count() == 0
 
 
 def free_port() -> int:
@@ -350,7 +350,7 @@ async def test_publish_retained_state_discovery_and_offline(
 
         offline = await sub.wait_for(topic_is(f"{prefix}/available", "offline"), start=mark)
         assert offline.payload == "offline"
-        assert await store.pending() == []
+        assert await store.outbox.pending() == []
         assert not pub.stats.connected
         assert pub.stats.published == 4
         assert pub.stats.reconnects == 0
@@ -374,7 +374,7 @@ async def test_shutdown_drains_the_outbox_first(
         ids = [new_event_id(time.time() + i) for i in range(20)]
         for i, eid in enumerate(ids):
             await other.record(change("new", eid, time.time() + i))
-        assert await store.pending_count() == 40
+        assert await store.outbox.pending_count() == 40
         await asyncio.sleep(0.2)
         assert not sub.events(prefix)
         await stop(task)
@@ -382,7 +382,7 @@ async def test_shutdown_drains_the_outbox_first(
         got = [e["after"]["id"] for e in sub.events(prefix)]
         assert got == ids
         assert sub.messages.index(offline) == len(sub.messages) - 1
-        assert await store.pending() == []
+        assert await store.outbox.pending() == []
 
 
 async def test_broker_outage_keeps_messages_in_outbox(
@@ -416,7 +416,7 @@ async def test_broker_outage_keeps_messages_in_outbox(
             await store.record(change("end", second, t0 + 1, t0 + 2))
             await asyncio.sleep(1.0)  # several reconnect attempts against a closed port
             assert pub.stats.reconnects >= 2, pub.stats
-            assert await store.pending_count() == 6  # 3 envelopes, OFF, ON, OFF
+            assert await store.outbox.pending_count() == 6  # 3 envelopes, OFF, ON, OFF
             assert not pub.stats.connected
 
             await private_broker.start()

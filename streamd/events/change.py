@@ -7,6 +7,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from streamd.ingest.frame import Image
 from streamd.perception.geometry import Box
 
@@ -48,3 +50,30 @@ class EventChange:
     snapshot: Snapshot | None = None
     description: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class PendingChange(BaseModel):
+    """An event change ready for the log: its snapshot already on disk, its details plain JSON.
+
+    This is what waits in the event writer's buffer and journal while the database is away, so
+    it holds no image (the JPEG is written first) and survives a JSON round trip unchanged.
+    """
+
+    # NaN/inf scores stay what they were through the journal instead of becoming null.
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
+
+    kind: ChangeKind
+    event_id: str
+    camera: str
+    rule_name: str
+    rule_text: str
+    severity: str = "warning"
+    start_time: float
+    end_time: float | None
+    score: float
+    top_score: float
+    description: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    snapshot: str | None = Field(
+        None, description="Snapshot path relative to the snapshot directory, if one was written."
+    )

@@ -14,7 +14,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.util.exc import CommandError
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from streamd.errors import StreamdError
@@ -30,9 +30,21 @@ _SQLITE_BUSY_TIMEOUT_S = 15.0
 _PG_CONNECT_TIMEOUT_S = 10.0
 
 
+# asyncpg's connect errors (refused, timed out) reach us as OSError, not wrapped by SQLAlchemy.
+DB_ERRORS = (SQLAlchemyError, OSError)
+
+
 class DatabaseError(StreamdError):
     """The database cannot be reached, or a migration failed; the message names the database
     (password hidden) and the cause."""
+
+
+def db_error(what: str, url: str | URL, exc: BaseException) -> DatabaseError:
+    """`cannot <what> in <url>: <cause>`, one line, password hidden."""
+    # SQLAlchemy appends the statement and its parameters on later lines; keep logs short.
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return DatabaseError(f"cannot {what} in {safe_url(url)}: {type(exc).__name__}: {first}")
 
 
 def safe_url(url: str | URL) -> str:

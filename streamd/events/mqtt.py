@@ -23,14 +23,9 @@ from aiomqtt import MqttError
 
 from streamd.config import MqttConfig
 from streamd.events.db import DatabaseError
-from streamd.events.store import (
-    STATE_OFF,
-    STATE_ON,
-    EventStore,
-    OutboxRow,
-    availability_topic,
-    state_topic,
-)
+from streamd.events.outbox import OutboxRow
+from streamd.events.store import EventStore
+from streamd.events.topics import STATE_OFF, STATE_ON, availability_topic, state_topic
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +120,10 @@ class MqttPublisher:
         self._attempt = 0
         self._batch: asyncio.Task[int] | None = None
         self._stopping = False
+        # Retained messages that bypass the outbox (see `publish_direct`): latest per topic.
+        self._direct: dict[str, str] = {}
+        self._direct_unsent: set[str] = set()
+        self._outbox_failing = False
 
     @property
     def prefix(self) -> str:
@@ -151,6 +150,23 @@ class MqttPublisher:
         # A whole batch is in flight at once; aiomqtt warns above this many pending calls.
         client.pending_calls_threshold = self.batch_size + 10
         return client
+
+    def publish_direct(self, topic: str, payload: str) -> None:
+        """Publish a retained status message without the outbox, which lives in the database:
+        the database's own status must get out while it is down. Only the latest payload per
+        topic is kept; it is sent as soon as the broker is connected, and again on reconnect."""
+        self._direct[topic] = payload
+        self._direct_unsent.add(topic)
+        self.store.outbox.new_messages.set()  # wakes the pump
+
+    async def _send_direct(self, client: aiomqtt.Client) -> None:
+        while self._direct_unsent:
+            topic = self._direct_unsent.pop()
+            try:
+                await client.publish(topic, self._direct[topic], qos=1, retain=True)
+            except BaseException:
+                self._direct_unsent.add(topic)
+                raise
 
     # -- the task --------------------------------------------------------------------------
 
@@ -199,6 +215,7 @@ class MqttPublisher:
                 if self.cfg.discovery:
                     for topic, payload in self.discovery_messages():
                         await client.publish(topic, payload, qos=1, retain=True)
+                self._direct_unsent.update(self._direct)
                 await self._serve(client)
             except asyncio.CancelledError:
                 self._stopping = True
@@ -248,27 +265,31 @@ class MqttPublisher:
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         while True:
+            await self._send_direct(client)
             try:
                 await self._drain(client)
+                self._outbox_failing = False
             except DatabaseError as exc:
                 # The outbox will still be there when the database is back; the broker
-                # connection is fine, so keep it.
-                log.warning("MQTT: cannot read the outbox: %s", exc)
+                # connection is fine, so keep it. Said once per outage, not every idle wait.
+                if not self._outbox_failing:
+                    log.warning("MQTT: cannot read the outbox: %s", exc)
+                self._outbox_failing = True
             # The timeout is a safety net only: a commit from another process (e.g. a `streamd`
             # CLI run) does not set the event.
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
             # lands while the event is being set, and the daemon's shutdown then waits forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.idle_wait_s):
-                    await self.store.new_messages.wait()
+                    await self.store.outbox.new_messages.wait()
 
     async def _drain(self, client: aiomqtt.Client) -> int:
         """Publish pending outbox rows until none are left; returns how many were sent."""
         sent = 0
         while True:
             # Cleared before reading, so a row committed after this read sets it again.
-            self.store.new_messages.clear()
-            rows = await self.store.pending(self.batch_size)
+            self.store.outbox.new_messages.clear()
+            rows = await self.store.outbox.pending(self.batch_size)
             if not rows:
                 return sent
             # Shielded: a cancel (daemon shutdown) must not abandon a batch between the broker's
@@ -303,7 +324,7 @@ class MqttPublisher:
             else:
                 raise result
         if done:
-            await self.store.mark_sent(done)
+            await self.store.outbox.mark_sent(done)
             self.stats.published += len(done)
         if failure is not None:
             raise failure
