@@ -81,7 +81,7 @@ class TreeToIR(Transformer[Token, Any]):
 
     def unless(self, items: list[Any]) -> Node:
         main, exception = self._nodes(items)
-        return And(items=(main, Not(item=exception)))
+        return self.and_([main, Not(item=exception)])
 
     def or_(self, items: list[Any]) -> Node:
         flat: list[Node] = []
@@ -93,7 +93,15 @@ class TreeToIR(Transformer[Token, Any]):
         flat: list[Node] = []
         for n in self._nodes(items):
             flat += list(n.items) if isinstance(n, And) else [n]
-        return And(items=tuple(flat))
+        # "on mondays and fridays" lists days: one set, not two conditions that never meet
+        days = [n for n in flat if isinstance(n, Days)]
+        if len(days) > 1:
+            union = Days(days=tuple(d for n in days for d in n.days))
+            flat = [n for n in flat if not isinstance(n, Days)] + [union]
+        return flat[0] if len(flat) == 1 else And(items=tuple(flat))
+
+    def paren(self, items: list[Any]) -> Node:
+        return self._nodes(items)[0]  # type: ignore[no-any-return]
 
     def not_(self, items: list[Any]) -> Node:
         return Not(item=self._nodes(items)[0])
@@ -149,9 +157,14 @@ class TreeToIR(Transformer[Token, Any]):
         return Count(subject=parts.build(), op="==", n=0)
 
     def unattended(self, items: list[Any]) -> Node:
-        nodes = self._nodes(items)
-        widths = nodes[1] if len(nodes) > 1 else 2.0
-        return Unattended(subject=nodes[0].build(), widths=widths)
+        parts: _SubjectParts = self._nodes(items)[0]
+        widths = 2.0
+        for extra in self._nodes(items)[1:]:
+            if isinstance(extra, tuple):
+                parts.apply(extra)
+            else:
+                widths = extra
+        return Unattended(subject=parts.build(), widths=widths)
 
     def owner(self, items: list[Any]) -> float:
         inner = self._nodes(items)
@@ -166,7 +179,7 @@ class TreeToIR(Transformer[Token, Any]):
         nodes = self._nodes(items)
         parts: _SubjectParts = nodes[0]
         for post in nodes[1:-1]:
-            parts.apply(post)
+            parts.apply(post if isinstance(post, tuple) else self.place_post([post]))
         return Dwell(subject=parts.build(), seconds=nodes[-1])
 
     def _transition(self, event: str, items: list[Any], **fields: Any) -> Node:
@@ -274,10 +287,10 @@ class TreeToIR(Transformer[Token, Any]):
         return ("state", lx.value)
 
     def on_object(self, items: list[Any]) -> tuple[str, Any]:
-        return ("relation", ("on", self._lx(items[1]).value))
+        return ("relation", ("on", items[1].classes))
 
     def near_object(self, items: list[Any]) -> tuple[str, Any]:
-        return ("relation", ("near", self._lx(items[1]).value))
+        return ("relation", ("near", items[1].classes))
 
     def verified(self, items: list[Any]) -> tuple[str, Any]:
         return ("verify", self._lx(items[1]).value)

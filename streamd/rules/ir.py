@@ -237,13 +237,19 @@ class Scene(_Model):
     confirmed by the VLM verifier; `subject`, where the text names one, narrows candidates."""
 
     kind: Literal["scene"] = "scene"
-    text: str = Field(min_length=1, max_length=500)
+    text: str = Field(min_length=1, max_length=500, pattern=r'^[^"“”]*$')
     subject: Subject | None = None
 
 
 class And(_Model):
     kind: Literal["and"] = "and"
     items: tuple[Node, ...] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _one_days(self) -> And:
+        if sum(isinstance(i, Days) for i in self.items) > 1:
+            raise ValueError("list every day in one 'days' node (two would never both hold)")
+        return self
 
 
 class Or(_Model):

@@ -142,7 +142,7 @@ _STATES = {
     **_many("STATE", "stationary,parked,stopped,still,not moving,standing still,motionless",
             "stationary"),
     **_many("STATE", "upright,standing", "upright"),
-    **_many("STATE", "crouching,sitting,squatting,kneeling,crouched,sitting down", "low"),
+    **_many("STATE", "low,crouching,sitting,squatting,kneeling,crouched,sitting down", "low"),
     **_many("STATE", "lying,lies,lying down,lies down", "lying"),
 }  # fmt: skip
 
