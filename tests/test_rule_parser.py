@@ -196,6 +196,16 @@ def test_scene_rules_need_a_verifier_and_structured_ones_do_not() -> None:
         ("a person gets up", "person gets up"),
         ("a car starts moving", "car starts moving"),
         ("it is dark", "dark (brightness < 60)"),
+        ("a person is present in the garden", "person in zone garden present"),
+        ("there are no cars visible in the driveway", "count(car in zone driveway) = 0"),
+        ("nobody is present at the door for 5 minutes",
+         "count(person in zone door) = 0 held for ≥ 5 min"),
+        ("a person is not moving in the garden for 2 minutes",
+         "stationary person in zone garden present held for ≥ 2 min"),
+        ("a car or a truck is in the driveway for 10 minutes at night on weekdays unless a "
+         "person is present",
+         "(car|truck in zone driveway present held for ≥ 10 min) and dark (brightness < 60) and "
+         "on weekdays and (not (person present))"),
         ("ALERT ME when a Person enters the Garden!", "person enters zone garden"),
         ("a sitting person on a bench for 1 hour", "low person on bench present held for ≥ 1 h"),
     ],

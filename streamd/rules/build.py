@@ -133,11 +133,19 @@ class TreeToIR(Transformer[Token, Any]):
         return Times(item=item, n=int(n), seconds=seconds)
 
     # --- clauses ----------------------------------------------------------------------------
+    def present(self, items: list[Any]) -> tuple[str, Any]:
+        return ("posts", self._nodes(items))
+
     def exists(self, items: list[Any]) -> Node:
-        return Exists(subject=items[0].build())
+        parts: _SubjectParts = items[0]
+        for post in items[1:]:
+            parts.apply(post)
+        return Exists(subject=parts.build())
 
     def count(self, items: list[Any]) -> Node:
         parts: _SubjectParts = self._nodes(items)[0]
+        for post in self._nodes(items)[1:]:
+            parts.apply(post)
         op = ">="
         for tok in self._tokens(items, "CMP", "CMP_POST"):
             op = self._lx(tok).value
@@ -154,6 +162,8 @@ class TreeToIR(Transformer[Token, Any]):
                 parts.apply(post)
         else:
             parts = self._nodes(items)[0]
+            for post in self._nodes(items)[1:]:
+                parts.apply(post)
         return Count(subject=parts.build(), op="==", n=0)
 
     def unattended(self, items: list[Any]) -> Node:
@@ -401,6 +411,10 @@ class _SubjectParts:
 
     def apply(self, post: tuple[str, Any]) -> None:
         key, value = post
+        if key == "posts":
+            for inner in value:
+                self.apply(inner)
+            return
         if key == "zone" and value is None:
             return  # "in the room", "in view": the whole camera view
         if key == "relation":
