@@ -3,9 +3,10 @@
     python bench/encoders.py              # ../shared clips, about a minute on 2 cores
 
 - objects: the person and parking-lot clips of ../shared/media, sampled at 1 fps through the
-  analyser (YOLOX-nano + scene model, not counted) into the objects encoder (tracker, colours,
-  captions, MiniLM); the person clip is replayed three times, as a camera sees the same scene
-  for hours, to show the caption cache's steady state. Then search latency over that window.
+  world model (`Perception`: YOLOX-nano, background model, tracker; not counted) into the
+  objects encoder (colours, captions, MiniLM); the person clip is replayed three times, as a
+  camera sees the same scene for hours, to show the caption cache's steady state. Then search
+  latency over that window.
 - clip: a tiny random CLIPModel (hidden 32, as in the tests) and the frame → views → tensor
   path with a 2×2 grid, so the number is this code's overhead plus a trivial model. A real
   checkpoint's cost (5 views a frame with grid 2) could not be measured here: no CLIP or
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -24,9 +26,10 @@ import av
 
 from streamd.config import WindowConfig
 from streamd.ingest.frame import Frame
-from streamd.window.analysis import Analyser, Observation
+from streamd.perception.detector import YoloxDetector
+from streamd.perception.model import Perception
+from streamd.perception.world import WorldState
 from streamd.window.camera_window import CameraWindow
-from streamd.window.detector import YoloxDetector
 from streamd.window.encoders import ObjectsBackend, load_backend
 from streamd.window.search import WindowSearch
 
@@ -40,7 +43,7 @@ MODEL = SHARED / "models" / "yolox_nano.onnx"
 FPS = 1.0
 
 
-def observations(path: Path, analyser: Analyser, t0: float) -> list[Observation]:
+def observations(path: Path, perception: Perception, t0: float) -> list[WorldState]:
     out = []
     with av.open(str(path)) as c:
         nxt = 0.0
@@ -49,7 +52,7 @@ def observations(path: Path, analyser: Analyser, t0: float) -> list[Observation]
             if t + 1e-6 < nxt:
                 continue
             nxt += 1 / FPS
-            out.append(analyser.analyse(Frame.from_pyav("cam", f, i, received_at=t0 + t)))
+            out.append(perception.observe(Frame.from_pyav("cam", f, i, received_at=t0 + t)))
     return out
 
 
@@ -66,8 +69,8 @@ def bench_objects(tmp: Path) -> None:
         enc = win.encoder
         t0 = 1_800_000_000.0
         for rep in range(3 if name == "people" else 1):
-            analyser = Analyser(detector)
-            obs = observations(path, analyser, t0)
+            perception = Perception(detector)
+            obs = observations(path, perception, t0)
             t0 = obs[-1].ts + 5.0
             before = backend.embedder.stats()
             times, tokens = [], 0
@@ -112,11 +115,11 @@ def bench_tiny_clip(tmp: Path) -> None:
     cfg = WindowConfig.model_validate({"encoder": "clip", "clip": {"model": str(model)}})
     backend = load_backend(cfg)
     enc = backend.for_camera("cam")
-    analyser = Analyser(None)
+    perception = Perception(None)
     # every frame as if analysed: the clip encoder's cost does not depend on what is in it
     obs = [
-        Observation(o.frame, o.detections, o.scene, True)
-        for o in observations(CLIPS["lot"], analyser, 0.0)[:30]
+        dataclasses.replace(o, analysed=True)
+        for o in observations(CLIPS["lot"], perception, 0.0)[:30]
     ]
     for o in obs[:3]:
         enc.encode(o)  # warm up

@@ -1,12 +1,12 @@
-"""Ingest + analysis costs, printed as a table.
+"""Ingest + perception costs, printed as a table.
 
     python bench/pipeline.py [--seconds 30]
 
 Measures on this machine, in one run:
 1. decode throughput of a 1280x720 H.264 clip with PyAV (every frame), the work a camera thread
    does, against `ffmpeg -f null` decoding the same file (baseline);
-2. analysis throughput (YOLOX-nano detector + scene model) per sampled 720p frame, and the cost
-   of a gated (unchanged) frame;
+2. perception throughput (YOLOX-nano detector + world model) per sampled 720p frame, and the
+   cost of a gated (unchanged) frame;
 3. CPU % of a real `streamd run` with one 720p 30 fps RTSP camera analysed at 1 fps, against
    `ffmpeg` just decoding the same RTSP stream (baseline), both over the same wall time.
 Needs ffmpeg, GStreamer's RTSP server (for 3) and ../shared/models/yolox_nano.onnx.
@@ -31,8 +31,8 @@ from support.daemon import MODEL, StreamdProcess, free_port  # noqa: E402
 from support.rtsp import RtspServer, gst_rtsp_available  # noqa: E402
 
 from streamd.ingest.frame import Frame  # noqa: E402
-from streamd.window.analysis import Analyser  # noqa: E402
-from streamd.window.detector import YoloxDetector  # noqa: E402
+from streamd.perception.detector import YoloxDetector  # noqa: E402
+from streamd.perception.model import Perception  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -67,24 +67,26 @@ def ffmpeg_decode_fps(path: Path, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def analysis_rate(path: Path) -> tuple[float, float, float]:
+def perception_rate(path: Path) -> tuple[float, float, float]:
     frames = []
     with av.open(str(path)) as c:
         for i, f in enumerate(c.decode(c.streams.video[0])):
             if i % 30 == 0:
                 frames.append(f.to_ndarray(format="bgr24"))
     det = YoloxDetector(MODEL)
-    an = Analyser(det, diff_threshold=-1.0)  # never gate: every frame fully analysed
+    full_model = Perception(det, diff_threshold=-1.0)  # never gate: every frame analysed
     t0 = time.perf_counter()
     for i, img in enumerate(frames):
-        an.analyse(Frame("b", img, float(i), float(i), i))
+        full_model.observe(Frame("b", img, float(i), float(i), i))
     full = len(frames) / (time.perf_counter() - t0)
-    gated = Analyser(det, diff_threshold=1.1)  # always gated after the first
-    gated.analyse(Frame("b", frames[0], 0.0, 0.0, 0))
+    assert full_model.stats.gated == 0
+    gated = Perception(det, diff_threshold=1.1)  # always gated after the first
+    gated.observe(Frame("b", frames[0], 0.0, 0.0, 0))
     t0 = time.perf_counter()
     for i in range(1, len(frames)):
-        gated.analyse(Frame("b", frames[0], float(i), float(i), i))
+        gated.observe(Frame("b", frames[0], float(i), float(i), i))
     gated_ms = (time.perf_counter() - t0) / (len(frames) - 1) * 1000
+    assert gated.stats.gated == len(frames) - 1
     return full, 1000 / full, gated_ms
 
 
@@ -132,8 +134,8 @@ def main() -> None:
         base = ffmpeg_decode_fps(clip, n)
         rows.append(("decode 720p H.264, PyAV (frames/s)", f"{fps:.0f}",
                      f"ffmpeg -threads 1: {base:.0f} ({fps / base:.2f}x)"))  # fmt: skip
-        rate, ms, gated_ms = analysis_rate(clip)
-        rows.append(("analyse 720p frame: detector + scene (frames/s)", f"{rate:.1f}",
+        rate, ms, gated_ms = perception_rate(clip)
+        rows.append(("perceive 720p frame: detector + world model (frames/s)", f"{rate:.1f}",
                      f"{ms:.1f} ms/frame"))  # fmt: skip
         rows.append(
             ("gated (unchanged) frame", f"{gated_ms:.2f} ms", f"{ms / gated_ms:.0f}x cheaper")

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -263,6 +264,55 @@ class WhepConfig(StrictModel):
         return v
 
 
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PointConfig = tuple[Fraction, Fraction]
+
+
+class LineConfig(StrictModel):
+    """A directed line: crossing from the left of from→to to its right (on screen) is "in"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    start: PointConfig = Field(alias="from", description="[x, y] as fractions of the frame.")
+    end: PointConfig = Field(alias="to", description="[x, y] as fractions of the frame.")
+
+    @model_validator(mode="after")
+    def _length(self) -> LineConfig:
+        if self.start == self.end:
+            raise ValueError("a line needs two different points")
+        return self
+
+
+def _polygon(points: list[PointConfig]) -> list[PointConfig]:
+    if len(points) < 3:
+        raise ValueError(f"a zone needs at least 3 points, got {len(points)}")
+    return points
+
+
+ZoneName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_ -]{0,63}$")]
+ZonePolygon = Annotated[list[PointConfig], AfterValidator(_polygon)]
+
+
+class SiteConfig(StrictModel):
+    timezone: str | None = Field(
+        None, description="IANA time zone for clock times in rules; default: the host's."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown time zone {v!r} (use an IANA name such as Europe/Berlin)"
+            raise ValueError(msg) from None
+        return v
+
+
 class CameraConfig(StrictModel):
     url: str | None = Field(None, description="rtsp:// or rtsps:// stream URL.")
     file: Path | None = Field(None, description="A video file replayed at real-time pace.")
@@ -291,6 +341,14 @@ class CameraConfig(StrictModel):
     )
     backoff_max_s: float = Field(30.0, gt=0, description="Cap of the reconnect backoff.")
     enabled: bool = Field(True, description="Run this camera.")
+    zones: dict[ZoneName, ZonePolygon] = Field(
+        default_factory=dict,
+        description="Named polygons, points as [x, y] fractions of width and height; a track "
+        "is in a zone when the bottom-centre of its box is inside.",
+    )
+    lines: dict[ZoneName, LineConfig] = Field(
+        default_factory=dict, description="Named directed lines {from: [x, y], to: [x, y]}."
+    )
 
     @field_validator("url")
     @classmethod
@@ -360,6 +418,7 @@ class Config(StrictModel):
     webrtc: WebRtcConfig = Field(
         default_factory=WebRtcConfig, description="WebRTC (WHIP/WHEP) settings."
     )
+    site: SiteConfig = Field(default_factory=SiteConfig)
     cameras: dict[CameraName, CameraConfig] = Field(default_factory=dict)
     rules: list[RuleConfig] = Field(default_factory=list)
 

@@ -25,12 +25,12 @@ from streamd.events.db import make_engine, upgrade
 from streamd.events.mqtt import MqttPublisher, probe_broker
 from streamd.events.rule_store import RuleStore
 from streamd.events.store import EventStore
+from streamd.perception.detector import YOLOX_NANO_SHA256, load_detector
+from streamd.perception.geometry import Detector
 from streamd.pipeline import CameraPipeline
 from streamd.rules.compiler import compile_rule
 from streamd.rules.manager import RuleManager
 from streamd.rules.plan import Plan
-from streamd.window.detection import Detector
-from streamd.window.detector import YOLOX_NANO_SHA256, load_detector
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +236,8 @@ async def _health(pipelines: dict[str, CameraPipeline]) -> None:
             cam.health.online,
             cam.stats.decoded,
             cam.stats.sampled,
-            p.analyser.stats.analysed,
-            p.analyser.stats.gated,
+            p.perception.stats.analysed,
+            p.perception.stats.gated,
             cam.dropped,
             cam.health.reconnects,
         )

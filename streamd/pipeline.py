@@ -1,4 +1,9 @@
-"""One camera's pipeline: source → analysis → window → rules → events."""
+"""One camera's pipeline: source → perception → rules → events, with the window on the side.
+
+The window's encoder reads the same WorldStates from its own bounded queue in its own task, so
+a slow encoder never delays an alert: when it falls behind, the oldest waiting state is
+dropped (counted), never a rule evaluation.
+"""
 
 from __future__ import annotations
 
@@ -15,20 +20,25 @@ from streamd.ingest.backoff import Backoff
 from streamd.ingest.base import FrameSource
 from streamd.ingest.camera import Camera
 from streamd.ingest.source import SourceSpec
+from streamd.perception.geometry import Detector
+from streamd.perception.model import Perception
+from streamd.perception.world import WorldState
+from streamd.perception.zones import ZoneSet
 from streamd.rules.engine import RuleRunner, RulesEngine
 from streamd.rules.plan import Plan
-from streamd.window.analysis import Analyser, Observation
-from streamd.window.detection import Detector
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[EventChange], Awaitable[None]]
 
 
-class WindowWriter(Protocol):
-    """Where observations go to become tokens (the rolling window)."""
+_WINDOW_QUEUE = 8  # world states waiting for the window's encoder
 
-    def add(self, obs: Observation) -> None: ...
+
+class WindowWriter(Protocol):
+    """Where world states go to become tokens (the rolling window)."""
+
+    def add(self, world: WorldState) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -40,6 +50,7 @@ class PipelineStats:
     restarts: int = 0
     last_obs_at: float = 0.0
     analyse_s: float = 0.0
+    window_dropped: int = 0
 
 
 @dataclass
@@ -63,7 +74,13 @@ class CameraPipeline:
             self.camera = webrtc_source(self.name, c, self.webrtc)
         else:
             self.camera = self._pyav_camera()
-        self.analyser = Analyser(self.detector, diff_threshold=c.diff_threshold)
+        self.perception = Perception(
+            self.detector,
+            diff_threshold=c.diff_threshold,
+            zones=ZoneSet.from_config(
+                c.zones, {n: (ln.start, ln.end) for n, ln in c.lines.items()}
+            ),
+        )
         self.engine = RulesEngine(
             self.name,
             [RuleRunner(self.name, rule, plan) for rule, plan in self.rules],
@@ -101,18 +118,40 @@ class CameraPipeline:
                 await asyncio.sleep(delay)
 
     async def _run_once(self) -> None:
+        if self.window is None:
+            await self._perceive(None)
+            return
+        queue: asyncio.Queue[WorldState] = asyncio.Queue(_WINDOW_QUEUE)
+        async with asyncio.TaskGroup() as tg:
+            encoder = tg.create_task(self._encode(queue), name=f"window:{self.name}")
+            try:
+                await self._perceive(queue)
+            finally:
+                encoder.cancel()
+
+    async def _perceive(self, queue: asyncio.Queue[WorldState] | None) -> None:
         async for frame in self.camera.frames():
             t0 = time.perf_counter()
-            obs = await asyncio.to_thread(self.analyser.analyse, frame)
-            if self.window is not None:
-                await asyncio.to_thread(self.window.add, obs)
+            world = await asyncio.to_thread(self.perception.observe, frame)
             self.stats.analyse_s += time.perf_counter() - t0
             self.stats.observations += 1
-            self.stats.last_obs_at = obs.ts
-            for change in self.engine.feed(obs):
+            self.stats.last_obs_at = world.ts
+            if queue is not None:
+                if queue.full():
+                    queue.get_nowait()  # latest wins: the window may skip, alerts never wait
+                    self.stats.window_dropped += 1
+                queue.put_nowait(world)
+            for change in self.engine.feed(world):
                 await self._emit(change)
         for change in self.engine.flush():
             await self._emit(change)
+
+    async def _encode(self, queue: asyncio.Queue[WorldState]) -> None:
+        window = self.window
+        assert window is not None
+        while True:
+            world = await queue.get()
+            await asyncio.to_thread(window.add, world)
 
     async def _emit(self, change: EventChange) -> None:
         self.stats.events += 1

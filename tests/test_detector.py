@@ -18,13 +18,13 @@ import pytest
 
 from streamd.errors import ModelError
 from streamd.ingest.frame import Image
-from streamd.window.detection import Box, Detection
-from streamd.window.detector import (
+from streamd.perception.detector import (
     YOLOX_NANO_SHA256,
     YoloxDetector,
     load_detector,
     resolve_model,
 )
+from streamd.perception.geometry import Box, Detection
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODEL = SHARED / "models" / "yolox_nano.onnx"

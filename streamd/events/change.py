@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from streamd.ingest.frame import Image
-from streamd.window.detection import Box
+from streamd.perception.geometry import Box
 
 ChangeKind = Literal["new", "update", "end"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from streamd.errors import RuleCompileError
-from streamd.rules.plan import Count, Dark, LeftObject, Motion, Plan, Predicate
+from streamd.rules.plan import Count, Dark, Fallen, LeftObject, Lying, Motion, Plan, Predicate
 from streamd.rules.vocab import ANY, NOUNS, lookup
 
 _NUMBERS = {
@@ -56,6 +56,19 @@ _LEFT = [
         r"(?:\s+(?:behind|unattended))?$"
     ),
 ]
+_WHO = (
+    r"(?:(?:an?|the|any)\s+)?(?:person|someone|somebody|anyone|anybody|people|man|woman|child"
+    r"|kid|elderly person|patient|resident)"
+)
+_FALL = re.compile(
+    rf"^(?:{_WHO}\s+)?(?:falls?|fell|has fallen|is falling|falls? (?:down|over)|fell (?:down|over)"
+    r"|has fallen (?:down|over))(?:\s+(?:down|over))?(?:\s+(?:on|to) (?:the )?(?:floor|ground))?$"
+    r"|^(?:a )?(?:fall|person fall)(?:\s+(?:is\s+)?detected)?$"
+)
+_LYING = re.compile(
+    rf"^{_WHO}\s+(?:is\s+|are\s+|has been\s+|stays\s+|remains\s+)?(?:lying|laying|lies|lays)"
+    r"(?:\s+down)?(?:\s+(?:on|in) (?:the )?(?:floor|ground|bed|mattress))?$"
+)
 _CMP = {
     "more than": ">", "over": ">", "above": ">", "at least": ">=", "fewer than": "<",
     "less than": "<", "under": "<", "below": "<", "at most": "<=", "no more than": "<=",
@@ -169,13 +182,18 @@ def compile_rule(text: str) -> Plan:
     t = re.sub(r"\s+", " ", t).strip()
 
     predicate = _match(t, original, understood, hold_s)
-    if isinstance(predicate, LeftObject):
+    if isinstance(predicate, LeftObject | Lying):
         # the duration is how long the object has been left, which the scene model tracks
         return Plan(original, predicate, tuple(conditions), 0.0)
     return Plan(original, predicate, tuple(conditions), hold_s)
 
 
 def _match(t: str, original: str, understood: list[str], hold_s: float) -> Predicate:
+    if _FALL.match(t):
+        return Fallen()
+    if _LYING.match(t):
+        # the duration is how long the person has been lying, which the world model tracks
+        return Lying(hold_s or 5.0)
     for pat in _LEFT:
         m = pat.match(t)
         if m:

@@ -1,6 +1,6 @@
 """Temporal logic: observations → event changes, per rule and camera.
 
-Observations are buffered into segments (default 2 s of frames) and each segment is evaluated in
+World states are buffered into segments (default 2 s of frames) and each segment is evaluated in
 order. An event opens when the plan has held for its duration (and the rule is out of cooldown),
 updates while it holds and its evidence grows, and ends only after the plan has stopped holding
 for `clear_s` (hysteresis, so one missed detection does not split an event in two).
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from streamd.config import RuleConfig
 from streamd.events.change import EventChange, Snapshot, new_event_id
+from streamd.perception.world import WorldState
 from streamd.rules.plan import Plan, Verdict
-from streamd.window.analysis import Observation
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class RuleRunner:
     last_end: float | None = None
     evaluations: int = 0
 
-    def step(self, obs: Observation) -> list[EventChange]:
+    def step(self, obs: WorldState) -> list[EventChange]:
         self.evaluations += 1
         verdict = self.plan.evaluate(obs)
         now = obs.ts
@@ -60,7 +60,7 @@ class RuleRunner:
             return [self._end(now)]
         return []
 
-    def _holding(self, obs: Observation, v: Verdict, now: float) -> list[EventChange]:
+    def _holding(self, obs: WorldState, v: Verdict, now: float) -> list[EventChange]:
         if self.true_since is None:
             self.true_since = now
         act = self.active
@@ -124,10 +124,10 @@ class RulesEngine:
     camera: str
     runners: list[RuleRunner]
     segment_s: float = 2.0
-    _buffer: list[Observation] = field(default_factory=list)
+    _buffer: list[WorldState] = field(default_factory=list)
     _segment_start: float | None = None
 
-    def feed(self, obs: Observation) -> list[EventChange]:
+    def feed(self, obs: WorldState) -> list[EventChange]:
         """Add an observation; return the changes of every segment it completes."""
         if self._segment_start is None:
             self._segment_start = obs.ts

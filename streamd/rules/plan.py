@@ -1,4 +1,4 @@
-"""Compiled rule plans: predicates over one Observation, each able to explain itself."""
+"""Compiled rule plans: predicates over one WorldState, each able to explain itself."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from streamd.perception.geometry import Box
+from streamd.perception.world import Posture, TrackKind, WorldState
 from streamd.rules.vocab import ANY, describe_classes
-from streamd.window.analysis import Observation
-from streamd.window.detection import Box
 
 CompareOp = Literal[">", ">=", "<", "<=", "=="]
 _OPS: dict[str, Callable[[int, int], bool]] = {
@@ -41,12 +41,12 @@ class Verdict:
 class Predicate(Protocol):
     def describe(self) -> str: ...
 
-    def evaluate(self, obs: Observation) -> Verdict: ...
+    def evaluate(self, obs: WorldState) -> Verdict: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Count:
-    """count(classes) OP n over the frame's detections."""
+    """count(classes) OP n over the tracks seen in the frame."""
 
     classes: frozenset[str]
     op: CompareOp
@@ -60,15 +60,19 @@ class Count:
             return f"object({describe_classes(self.classes)})"
         return f"count({describe_classes(self.classes)}) {self.op} {self.n}"
 
-    def evaluate(self, obs: Observation) -> Verdict:
-        hits = [d for d in obs.detections if d.label in self.classes]
+    def evaluate(self, obs: WorldState) -> Verdict:
+        hits = [
+            t
+            for t in obs.tracks
+            if t.visible and t.kind is TrackKind.DETECTED and t.label in self.classes
+        ]
         holds = _OPS[self.op](len(hits), self.n)
-        score = (1.0 if holds else 0.0) if not hits else max(d.score for d in hits)
+        score = (1.0 if holds else 0.0) if not hits else max(t.score for t in hits)
         return Verdict(
             holds=holds,
             score=round(score, 3),
-            boxes=tuple((d.label, d.box) for d in hits),
-            details={"count": len(hits)},
+            boxes=tuple((t.label or "object", t.box) for t in hits),
+            details={"count": len(hits), "track_ids": sorted(t.track_id for t in hits)},
         )
 
 
@@ -90,29 +94,95 @@ class LeftObject:
             f"¬near(person, {self.proximity:g} widths) held for ≥ {self.unattended_s:g} s"
         )
 
-    def evaluate(self, obs: Observation) -> Verdict:
+    def evaluate(self, obs: WorldState) -> Verdict:
         best = None
-        for o in obs.scene.static_objects:
-            if self.classes != ANY and o.label != "object" and o.label not in self.classes:
+        for o in obs.objects():
+            if o.unattended_since is None or o.placed_at is None:
                 continue
-            unattended = obs.ts - o.last_attended
-            if unattended + 0.05 >= self.unattended_s and (best is None or o.since < best.since):
+            if self.classes != ANY and o.label is not None and o.label not in self.classes:
+                continue
+            unattended = obs.ts - o.unattended_since
+            if unattended + 0.05 >= self.unattended_s and (
+                best is None or o.placed_at < (best.placed_at or 0.0)
+            ):
                 best = o
-        if best is None:
+        if best is None or best.unattended_since is None or best.placed_at is None:
             return Verdict(holds=False)
+        label = best.label or "object"
         return Verdict(
             holds=True,
             score=round(max(best.score, 0.5), 3),
-            boxes=((best.label, best.box),),
-            hold_from=best.last_attended,
-            started=best.since,
+            boxes=((label, best.box),),
+            hold_from=best.unattended_since,
+            started=best.unattended_since,
             details={
-                "object": best.label,
+                "object": label,
                 "box": best.box.as_list(),
-                "stationary_since": round(best.since, 3),
-                "unattended_since": round(best.last_attended, 3),
                 "track_id": best.track_id,
+                "placed_at": round(best.placed_at, 3),
+                "unattended_since": round(best.unattended_since, 3),
+                "owner_id": best.owner_id,
+                "owner_last_box": None if best.owner_box is None else best.owner_box.as_list(),
             },
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Fallen:
+    """A person fell (upright → down fast, still down a moment later) and has not got up.
+
+    Holds from the fall's onset until the person is upright again or gone."""
+
+    def describe(self) -> str:
+        return "fell(person) ∧ ¬got_up"
+
+    def evaluate(self, obs: WorldState) -> Verdict:
+        down = [t for t in obs.tracks if t.label == "person" and t.fallen_at is not None]
+        if not down:
+            return Verdict(holds=False)
+        first = min(down, key=lambda t: t.fallen_at or 0.0)
+        assert first.fallen_at is not None
+        return Verdict(
+            holds=True,
+            score=round(max(first.score, 0.5), 3),
+            boxes=tuple(("person", t.box) for t in down),
+            hold_from=first.fallen_at,
+            started=first.fallen_at,
+            details={"track_id": first.track_id, "fell_at": round(first.fallen_at, 3)},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Lying:
+    """A person lies (fallen or on purpose) for `lying_s`; getting up ends it."""
+
+    lying_s: float
+
+    def describe(self) -> str:
+        return f"posture(person) = lying held for ≥ {self.lying_s:g} s"
+
+    def evaluate(self, obs: WorldState) -> Verdict:
+        lying = [
+            t
+            for t in obs.tracks
+            if t.label == "person"
+            and t.posture is Posture.LYING
+            and t.lying_since is not None
+            and obs.ts - t.last_seen < 2.5
+        ]
+        long = [t for t in lying if obs.ts - (t.lying_since or obs.ts) + 0.05 >= self.lying_s]
+        if not long:
+            return Verdict(holds=False)
+        first = min(long, key=lambda t: t.lying_since or 0.0)
+        since = first.lying_since
+        assert since is not None
+        return Verdict(
+            holds=True,
+            score=round(max(first.score, 0.5), 3),
+            boxes=tuple(("person", t.box) for t in long),
+            hold_from=since,
+            started=since,
+            details={"track_id": first.track_id, "lying_since": round(since, 3)},
         )
 
 
@@ -125,12 +195,12 @@ class Motion:
     def describe(self) -> str:
         return f"motion ≥ {self.min_fraction:.1%} of frame"
 
-    def evaluate(self, obs: Observation) -> Verdict:
-        m = obs.scene.motion
+    def evaluate(self, obs: WorldState) -> Verdict:
+        m = obs.motion
         return Verdict(
             holds=m >= self.min_fraction,
             score=round(min(1.0, m / (self.min_fraction * 10)), 3),
-            boxes=tuple(("motion", b) for b in obs.scene.moving_boxes),
+            boxes=tuple(("motion", b) for b in obs.moving_boxes),
             details={"motion": round(m, 4)},
         )
 
@@ -144,8 +214,8 @@ class Dark:
     def describe(self) -> str:
         return f"dark(brightness < {self.max_brightness:g})"
 
-    def evaluate(self, obs: Observation) -> Verdict:
-        b = obs.scene.brightness
+    def evaluate(self, obs: WorldState) -> Verdict:
+        b = obs.brightness
         return Verdict(holds=b < self.max_brightness, score=1.0, details={"brightness": b})
 
 
@@ -169,7 +239,7 @@ class Plan:
             )
         return out
 
-    def evaluate(self, obs: Observation) -> Verdict:
+    def evaluate(self, obs: WorldState) -> Verdict:
         main = self.predicate.evaluate(obs)
         if not main.holds:
             return main

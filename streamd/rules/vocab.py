@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamd.window.coco import COCO_CLASSES
+from streamd.perception.coco import COCO_CLASSES
 
 # A class set of ANY means "any object", found class-agnostically (left-object rules).
 ANY = frozenset({"*"})

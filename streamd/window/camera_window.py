@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamd.window.analysis import Observation
+from streamd.perception.world import WorldState
 from streamd.window.encoders import EncoderBackend, FrameEncoder
 from streamd.window.moments import Moment
 from streamd.window.query import iso
@@ -128,7 +128,7 @@ class CameraWindow(StoreView):
 
     # -- writing (WindowWriter) ------------------------------------------------------------
 
-    def add(self, obs: Observation) -> None:
+    def add(self, obs: WorldState) -> None:
         """Encode one observation and append its tokens (gated frames add none)."""
         with self._lock:
             try:
@@ -144,7 +144,7 @@ class CameraWindow(StoreView):
                         exc_info=not isinstance(exc, WindowError),
                     )
 
-    def _add(self, obs: Observation) -> None:
+    def _add(self, obs: WorldState) -> None:
         if obs.ts < self._last_ts:
             # The wall clock stepped back (NTP): the window's time index must stay ordered.
             self.skipped_out_of_order += 1

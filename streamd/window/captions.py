@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from streamd.window.detection import Box
+from streamd.perception.geometry import Box
 
 __all__ = [
     "MOVING_THING",

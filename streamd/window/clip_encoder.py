@@ -28,9 +28,9 @@ import numpy.typing as npt
 
 from streamd.errors import ModelError
 from streamd.ingest.frame import Image
-from streamd.window.analysis import Observation
+from streamd.perception.geometry import Box
+from streamd.perception.world import WorldState
 from streamd.window.captions import position
-from streamd.window.detection import Box
 from streamd.window.encoders import empty_batch
 from streamd.window.store import TokenBatch, TokenKind
 from streamd.window.text_embed import quiet_hf_progress
@@ -201,7 +201,7 @@ class ClipBackend:
 class ClipEncoder:
     backend: ClipBackend
 
-    def encode(self, obs: Observation) -> TokenBatch:
+    def encode(self, obs: WorldState) -> TokenBatch:
         if not obs.analysed:
             return empty_batch(self.backend.dim)
         views, boxes, captions = frame_views(obs.frame.image, self.backend.grid)

@@ -4,8 +4,7 @@ Two halves, so that search needs no camera state:
 - an `EncoderBackend` holds the model(s), is loaded once and shared by every camera, and
   embeds query text (`embed_text`); its `name` is written into each window's manifest so a
   window is never searched with vectors from another model;
-- a `FrameEncoder` per camera (`backend.for_camera`) turns Observations into tokens and may
-  keep per-camera state (the objects encoder's tracker).
+- a `FrameEncoder` per camera (`backend.for_camera`) turns WorldStates into tokens.
 
 Encoders:
 - `objects` (default, offline): one token per object in the frame plus one scene token. The
@@ -14,7 +13,7 @@ Encoders:
   the MiniLM embedding of a caption such as "red car, stationary 40 s, right side".
 - `clip`: see `clip_encoder`.
 
-Frames the analyser gated as unchanged (`Observation.analysed` False) produce no tokens: the
+Frames the analyser gated as unchanged (`WorldState.analysed` False) produce no tokens: the
 previous tokens still describe them, and a static scene must not fill the window.
 
 About the detector's labels: YOLOX-nano knows 80 COCO classes from eye-level photos and is
@@ -35,14 +34,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from streamd.window.analysis import Observation
+from streamd.perception.coco import COCO_CLASSES
+from streamd.perception.colours import dominant_colour, person_colour
+from streamd.perception.geometry import Box
+from streamd.perception.world import TrackKind, TrackState, WorldState
 from streamd.window.captions import object_caption, position, scene_caption, unidentified_caption
-from streamd.window.coco import COCO_CLASSES
-from streamd.window.colours import dominant_colour, person_colour
-from streamd.window.detection import Box
 from streamd.window.store import TokenBatch, TokenKind
 from streamd.window.text_embed import TextEmbedder
-from streamd.window.tracker import Track, Tracker, TrackInput
 
 if TYPE_CHECKING:
     from streamd.config import WindowConfig
@@ -90,9 +88,9 @@ _CLASS_ID = {name: i for i, name in enumerate(COCO_CLASSES)}
 
 
 class FrameEncoder(Protocol):
-    """One camera's encoder: Observation → tokens (empty for gated frames)."""
+    """One camera's encoder: WorldState → tokens (empty for gated frames)."""
 
-    def encode(self, obs: Observation) -> TokenBatch: ...
+    def encode(self, world: WorldState) -> TokenBatch: ...
 
 
 class EncoderBackend(Protocol):
@@ -131,89 +129,57 @@ def empty_batch(dim: int) -> TokenBatch:
     return TokenBatch.create(np.zeros((0, dim), np.float32), TokenKind.SCENE)
 
 
-def _intersection(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    return ix * iy
-
-
-@dataclass
-class _Item:
-    """One object candidate of a frame, before tracking."""
-
-    track_input: TrackInput
-    source: str  # detection | blob | still
-
-
 @dataclass
 class ObjectsParams:
     min_blob_area: float = 0.004  # of the frame: smaller moving regions are limbs and noise
-    max_blob_area: float = 0.5  # larger: a lighting change or a camera shake, not an object
-    explained: float = 0.3  # a region this much covered by a detection is that detection
-    moving_overlap: float = 0.25  # a detection this much covered by motion is moving
     near_person_widths: float = 0.5  # a carried thing is within this many of its widths
     max_objects: int = 48  # object tokens per frame (plus the scene token)
-    # Still regions without a label: the largest few. They are what "something left behind"
-    # finds, but the scene model can report a dozen where a person stood for a while.
+    # Still objects without a label: the largest few. They are what "something left behind"
+    # finds, but the background model can report a dozen where a person stood for a while.
     max_unlabelled_still: int = 3
 
 
 @dataclass
 class ObjectsEncoder:
-    """Object + scene tokens for one camera (see module doc). Not thread-safe: one writer."""
+    """Object + scene tokens for one camera (see module doc), from the world model's tracks:
+    nothing is tracked a second time here. Not thread-safe: one writer."""
 
     embedder: TextEmbedder
     params: ObjectsParams = field(default_factory=ObjectsParams)
-    tracker: Tracker = field(default_factory=Tracker)
 
-    def _items(self, obs: Observation) -> list[_Item]:
+    def _tracks(self, world: WorldState) -> list[TrackState]:
         p = self.params
-        h, w = obs.frame.image.shape[:2]
+        h, w = world.frame.image.shape[:2]
         frame_area = float(h * w)
-        blobs = list(obs.scene.moving_boxes)
-        dets = sorted(obs.detections, key=lambda d: -d.score)[: p.max_objects]
-        items: list[_Item] = []
-        for d in dets:
-            covered = sum(_intersection(d.box, b) for b in blobs)
-            moving = d.box.area > 0 and covered / d.box.area >= p.moving_overlap
-            items.append(_Item(TrackInput(d.box, d.label, d.score, moving), "detection"))
-        for b in blobs:
-            if not p.min_blob_area <= b.area / frame_area <= p.max_blob_area:
-                continue
-            if any(_intersection(b, d.box) >= p.explained * min(b.area, d.box.area) for d in dets):
-                continue
-            items.append(_Item(TrackInput(b, None, 0.0, True), "blob"))
-        people = [d.box for d in dets if d.label == "person"]
-        unlabelled = 0
-        for so in sorted(obs.scene.static_objects, key=lambda so: -so.box.area):
-            if any(so.box.iou(d.box) > p.explained for d in dets):
-                continue
-            if any(_intersection(so.box, q) > 0.5 * so.box.area for q in people):
-                continue  # part of a standing person, or what they hold
-            label = None if so.label == "object" else so.label
-            if label is None:
-                unlabelled += 1
-                if unlabelled > p.max_unlabelled_still:
-                    continue
-            items.append(
-                _Item(TrackInput(so.box, label, so.score, False, still_since=so.since), "still")
-            )
-        return items[: p.max_objects]
+        seen = [t for t in world.tracks if t.visible]
+        named = sorted((t for t in seen if t.kind is TrackKind.DETECTED), key=lambda t: -t.score)
+        blobs = [
+            t
+            for t in seen
+            if t.kind is TrackKind.BLOB and t.box.area / frame_area >= p.min_blob_area
+        ]
+        still = sorted((t for t in seen if t.kind is TrackKind.OBJECT), key=lambda t: -t.box.area)
+        unlabelled = [t for t in still if t.label is None][: p.max_unlabelled_still]
+        labelled = [t for t in still if t.label is not None]
+        return [*named, *labelled, *blobs, *unlabelled][: p.max_objects]
 
-    def _believable(self, label: str, track: Track, box: Box, people: Sequence[Box]) -> bool:
+    def _believable(self, track: TrackState, people: Sequence[Box]) -> bool:
+        label = track.label
+        if label is None:
+            return False
         if label in SELF_MOVING or not track.moving:
             return True
+        box = track.box
         reach = self.params.near_person_widths * max(box.width, box.height)
         return any(box.gap(q) <= reach for q in people)
 
-    def encode(self, obs: Observation) -> TokenBatch:
-        items = self._items(obs)
-        tracks = self.tracker.update(obs.ts, [it.track_input for it in items])
-        if not obs.analysed:
+    def encode(self, world: WorldState) -> TokenBatch:
+        if not world.analysed:
             return empty_batch(self.embedder.dim)
-        image = obs.frame.image
+        tracks = self._tracks(world)
+        image = world.frame.image
         h, w = image.shape[:2]
-        people = [d.box for d in obs.detections if d.label == "person"]
+        people = [t.box for t in tracks if t.label == "person"]
         captions: list[str] = []
         weights: list[float] = []
         class_ids: list[int] = []
@@ -221,28 +187,31 @@ class ObjectsEncoder:
         scores: list[float] = []
         track_ids: list[int] = []
         counts: Counter[str] = Counter()
-        for item, track in zip(items, tracks, strict=True):
-            box = item.track_input.box
+        for track in tracks:
+            box = track.box
             where = position(box, w, h)
-            still = track.still_for(obs.ts)
+            still = track.stationary_for(world.ts)
             label = track.label
-            if label is not None and self._believable(label, track, box, people):
-                colour = (person_colour if label == "person" else dominant_colour)(image, box)
+            colour = track.colour
+            if label is not None and self._believable(track, people):
+                if colour is None:
+                    colour = (person_colour if label == "person" else dominant_colour)(image, box)
                 captions.append(object_caption(label, colour, track.moving, still, where))
                 weights.append(1.0)
                 class_ids.append(_CLASS_ID.get(label, -1))
                 counts[label] += 1
             else:
-                colour = dominant_colour(image, box)
+                if colour is None or label == "person":
+                    colour = dominant_colour(image, box)
                 captions.append(unidentified_caption(colour, track.moving, still, where))
                 weights.append(HEDGED_WEIGHT)
                 class_ids.append(-1)
                 if track.moving:
                     counts["moving object"] += 1
             boxes.append((box.x1, box.y1, box.x2, box.y2))
-            scores.append(item.track_input.score)
+            scores.append(track.score)
             track_ids.append(track.track_id)
-        captions.append(scene_caption(counts, obs.scene.brightness))
+        captions.append(scene_caption(counts, world.brightness))
         weights.append(1.0)
         vectors = self.embedder.embed(captions) * np.asarray(weights, np.float32)[:, None]
         n_obj = len(captions) - 1

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streamd.errors import QueryError
-from streamd.window.coco import COCO_CLASSES
+from streamd.perception.coco import COCO_CLASSES
 from streamd.window.moments import Moment
 
 __all__ = [

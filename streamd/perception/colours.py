@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamd.ingest.frame import Image
-from streamd.window.detection import Box
+from streamd.perception.geometry import Box
 
 __all__ = ["COLOUR_NAMES", "dominant_colour", "person_colour"]
 

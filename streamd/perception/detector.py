@@ -24,8 +24,8 @@ import numpy.typing as npt
 
 from streamd.errors import ModelError
 from streamd.ingest.frame import Image
-from streamd.window.coco import COCO_CLASSES
-from streamd.window.detection import Box, Detection
+from streamd.perception.coco import COCO_CLASSES
+from streamd.perception.geometry import Box, Detection
 
 __all__ = [
     "OFFICIAL_YOLOX_NANO_URL",

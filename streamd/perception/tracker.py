@@ -1,39 +1,39 @@
-"""A small IoU-then-centroid tracker for the objects encoder (1-5 samples per second).
+"""A small IoU-then-centroid tracker (1-5 samples per second).
 
 Why not ByteTrack (supervision): it installs here, but pulls matplotlib, pillow and requests
 into a daemon for a dozen lines of matching, and its Kalman motion model is tuned for 25-30
-fps video, where boxes overlap from frame to frame. At the 1-2 fps the window samples, a car
+fps video, where boxes overlap from frame to frame. At the 1-2 fps the daemon samples, a car
 moves more than its own length between samples, so after IoU matching this tracker also
 matches by centroid distance relative to the box size.
 
-Each track keeps a weighted vote of the labels the detector gave it (a top-down car flickers
-between "cell phone", "bus" and "car"), when it last moved, and where.
+A track keeps a weighted vote of the labels the detector gave it (a top-down car flickers
+between "cell phone", "bus" and "car": one bad frame does not relabel it), its recent box
+history, when it last moved, and the per-person state the posture logic keeps on it.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from streamd.window.detection import Box
+from streamd.perception.geometry import Box
+from streamd.perception.world import Posture
 
 __all__ = ["Track", "TrackInput", "Tracker"]
+
+_HISTORY = 32  # (ts, box) kept per track: half a minute at 1 fps
 
 
 @dataclass(frozen=True, slots=True)
 class TrackInput:
-    """One thing seen in a frame: a detection, a moving blob or a still region.
-
-    `label` is None for class-agnostic regions; `moving` says the scene model saw it move in
-    this sample; `still_since` is when a still region became still, where known.
-    """
+    """One thing seen in a frame: a detection (with a label) or a moving blob (without)."""
 
     box: Box
     label: str | None = None
     score: float = 0.0
     moving: bool = False
-    still_since: float | None = None
 
 
 @dataclass
@@ -46,6 +46,23 @@ class Track:
     anchor: tuple[float, float]  # centroid when it last moved
     votes: dict[str, float] = field(default_factory=dict)
     moving: bool = False  # moved in the latest sample it was seen in
+    hits: int = 1
+    history: deque[tuple[float, Box]] = field(default_factory=lambda: deque(maxlen=_HISTORY))
+    detected_at: float = 0.0  # last time a detection (not a blob or body) matched it
+    detected_box: Box | None = None  # the box of that detection
+    detections: int = 0  # samples in which a detection matched it
+    # People: posture and falls (kept by perception.posture)
+    ref_height: float | None = None  # upright height near where the person is
+    posture: Posture = Posture.UNKNOWN
+    posture_since: float | None = None
+    last_upright: float | None = None
+    upright_top: float | None = None  # the box's top at the last upright sample
+    fall_onset: float | None = None  # pending, not yet confirmed
+    fallen_at: float | None = None
+    down_height: float | None = None  # box height when the fall was confirmed
+    lying_since: float | None = None  # survives a few seconds of other postures (flicker)
+    last_lying: float | None = None
+    zones: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str | None:
@@ -54,8 +71,29 @@ class Track:
             return None
         return max(self.votes.items(), key=lambda kv: (kv[1], kv[0]))[0]
 
+    @property
+    def score(self) -> float:
+        label = self.label
+        return 0.0 if label is None or not self.hits else min(1.0, self.votes[label] / self.hits)
+
     def still_for(self, now: float) -> float:
         return max(0.0, now - self.last_moved)
+
+    def velocity(self) -> tuple[float, float]:
+        """Anchor velocity (px/s) over the last two positions."""
+        if len(self.history) < 2:
+            return (0.0, 0.0)
+        (t0, b0), (t1, b1) = self.history[-2], self.history[-1]
+        dt = t1 - t0
+        if dt <= 0:
+            return (0.0, 0.0)
+        return ((b1.center[0] - b0.center[0]) / dt, (b1.y2 - b0.y2) / dt)
+
+    def see(self, ts: float, box: Box) -> None:
+        """Record a position without a detection (e.g. the body of a fallen person)."""
+        self.box = box
+        self.last_seen = ts
+        self.history.append((ts, box))
 
 
 def _diag(box: Box) -> float:
@@ -65,12 +103,6 @@ def _diag(box: Box) -> float:
 def _distance(a: Box, b: Box) -> float:
     (ax, ay), (bx, by) = a.center, b.center
     return math.hypot(ax - bx, ay - by)
-
-
-def _never(track: Track, item: TrackInput) -> bool:
-    # A still region where a person was is what they left (or their ghost in the background
-    # model), never the person: it must not inherit the person's label.
-    return item.still_since is not None and track.label == "person"
 
 
 def _conflict(track: Track, item: TrackInput) -> bool:
@@ -93,20 +125,28 @@ class Tracker:
     tracks: dict[int, Track] = field(default_factory=dict)
     next_id: int = 1
 
+    def new_id(self) -> int:
+        """Ids come from one counter for every kind of track (still objects too)."""
+        tid = self.next_id
+        self.next_id += 1
+        return tid
+
+    def expire(self, ts: float) -> list[Track]:
+        """Drop and return the tracks unseen for longer than `max_age_s`."""
+        gone = [tr for tr in self.tracks.values() if ts - tr.last_seen > self.max_age_s]
+        for tr in gone:
+            del self.tracks[tr.track_id]
+        return gone
+
     def update(self, ts: float, items: Sequence[TrackInput]) -> list[Track]:
         """Match `items` to tracks (creating new ones); returns the track of each item."""
-        for tid in [t for t, tr in self.tracks.items() if ts - tr.last_seen > self.max_age_s]:
-            del self.tracks[tid]
         assigned: list[Track | None] = [None] * len(items)
         free = dict(self.tracks)
         pairs = []
         for i, item in enumerate(items):
             for tr in free.values():
-                if _never(tr, item):
-                    continue
                 iou = tr.box.iou(item.box)
-                conflict = _conflict(tr, item)
-                if iou >= (0.6 if conflict else self.iou_threshold):
+                if iou >= (0.6 if _conflict(tr, item) else self.iou_threshold):
                     pairs.append((-iou, i, tr.track_id))
         pairs.sort()
         for _, i, tid in pairs:
@@ -117,7 +157,7 @@ class Tracker:
             if assigned[i] is not None:
                 continue
             for tr in free.values():
-                if _never(tr, item) or _conflict(tr, item):
+                if _conflict(tr, item):
                     continue
                 dist = _distance(tr.box, item.box)
                 if dist <= self.max_jump * max(_diag(tr.box), _diag(item.box)):
@@ -136,35 +176,32 @@ class Tracker:
                 self._advance(tr, ts, item)
             if item.label is not None:
                 tr.votes[item.label] = tr.votes.get(item.label, 0.0) + max(item.score, 0.05)
+                tr.detected_at = ts
+                tr.detected_box = item.box
+                tr.detections += 1
             out.append(tr)
         return out
 
     def _new(self, ts: float, item: TrackInput) -> Track:
-        still = ts if item.moving else (item.still_since if item.still_since is not None else ts)
         tr = Track(
-            track_id=self.next_id,
+            track_id=self.new_id(),
             box=item.box,
             first_seen=ts,
             last_seen=ts,
-            last_moved=min(still, ts),
+            last_moved=ts,
             anchor=item.box.center,
             moving=item.moving,
         )
+        tr.history.append((ts, item.box))
         self.tracks[tr.track_id] = tr
-        self.next_id += 1
         return tr
 
     def _advance(self, tr: Track, ts: float, item: TrackInput) -> None:
         (cx, cy), (ax, ay) = item.box.center, tr.anchor
         shifted = math.hypot(cx - ax, cy - ay) > self.move_fraction * max(_diag(item.box), 1.0)
-        # A still region's box shifts as the scene model grows it: it did not move.
-        tr.moving = item.moving or (shifted and item.still_since is None)
+        tr.moving = item.moving or shifted
         if tr.moving:
             tr.last_moved = ts
             tr.anchor = (cx, cy)
-        elif item.still_since is not None:
-            # The scene model knows when a still region settled better than we do: it keeps
-            # the age of an object that people walk in front of.
-            tr.last_moved = min(item.still_since, ts)
-        tr.box = item.box
-        tr.last_seen = ts
+        tr.hits += 1
+        tr.see(ts, item.box)

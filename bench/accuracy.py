@@ -1,0 +1,236 @@
+"""Accuracy of the world model + rules on hand-labelled real footage.
+
+Each clip in ../shared/media with a label file in bench/labels/ is decoded with PyAV, sampled
+at the camera rate (default 1 fps, as a camera is configured by default), prefixed with a few
+seconds of its first frame (a live camera's background model has seen the scene before anything
+happens), and fed through the real `Perception` and `RulesEngine` that the daemon runs. Every
+rule kind runs on every clip, so each clip is a positive for what its labels say happens in it
+and a negative for the rest. Printed per rule kind: expected events, hits, false alerts,
+misses, precision, recall, median and worst onset error, and false alerts per hour of negative
+footage.
+
+    python bench/accuracy.py [--fps 1] [--only upfall] [--verbose]
+
+A label file (see bench/labels/README.md) holds what happens when, in seconds of the clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamd.config import RuleConfig  # noqa: E402
+from streamd.events.change import EventChange  # noqa: E402
+from streamd.ingest.frame import Frame  # noqa: E402
+from streamd.perception.detector import YoloxDetector  # noqa: E402
+from streamd.perception.model import Perception  # noqa: E402
+from streamd.perception.world import EventKind  # noqa: E402
+from streamd.rules.compiler import compile_rule  # noqa: E402
+from streamd.rules.engine import RuleRunner, RulesEngine  # noqa: E402
+
+MEDIA = ROOT.parent / "shared" / "media"
+MODEL = ROOT.parent / "shared" / "models" / "yolox_nano.onnx"
+LABELS = Path(__file__).resolve().parent / "labels"
+T0 = 1_700_000_000.0  # clip time 0 as a wall-clock epoch
+
+# rule kind → (rule text, onset tolerance in seconds)
+RULES: dict[str, tuple[str, float]] = {
+    "fall": ("someone falls down", 2.0),
+    "lying": ("a person is lying on the floor for 5 seconds", 3.0),
+    "left": ("alert when a bag is left unattended for 5 seconds", 3.0),
+}
+
+
+@dataclass
+class Expected:
+    onset: float  # clip seconds
+    until: float | None = None  # a state's end (None: to the clip's end)
+
+
+@dataclass
+class ClipLabels:
+    clip: str
+    duration: float
+    expected: dict[str, list[Expected]]
+    removed: list[float]
+    pad_s: float
+
+
+def load_labels(path: Path) -> ClipLabels:
+    doc = yaml.safe_load(path.read_text())
+    facts: dict[str, Any] = doc.get("facts") or {}
+    expected: dict[str, list[Expected]] = {k: [] for k in RULES}
+    for fall in facts.get("falls") or []:
+        expected["fall"].append(Expected(float(fall["start"])))
+    lying_s = 5.0
+    for spell in facts.get("lying") or []:
+        start, end = float(spell["start"]), spell.get("end")
+        end_s = float(doc["duration_s"]) if end is None else float(end)
+        if end_s - start >= lying_s:
+            expected["lying"].append(Expected(start, None if end is None else float(end)))
+    for obj in facts.get("objects_left") or []:
+        expected["left"].append(Expected(float(obj["owner_away"])))
+    removed = [float(r["time"]) for r in facts.get("objects_removed") or []]
+    return ClipLabels(doc["clip"], float(doc["duration_s"]), expected, removed, pad_s=5.0)
+
+
+@dataclass
+class ClipResult:
+    labels: ClipLabels
+    fired: dict[str, list[EventChange]] = field(default_factory=dict)
+    removed_events: list[float] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+
+
+def run_clip(labels: ClipLabels, detector: YoloxDetector, fps: float) -> ClipResult:
+    perception = Perception(detector)
+    runners = {
+        kind: RuleRunner("bench", RuleConfig(name=kind, text=text), compile_rule(text))
+        for kind, (text, _) in RULES.items()
+    }
+    engine = RulesEngine("bench", list(runners.values()), segment_s=2.0)
+    result = ClipResult(labels, {k: [] for k in RULES})
+    started = time.perf_counter()
+
+    def feed(image: Any, t: float) -> None:
+        result.frames += 1
+        world = perception.observe(Frame("bench", image, T0 + t, t, result.frames))
+        for ev in world.events:
+            if ev.kind is EventKind.REMOVED:
+                result.removed_events.append(ev.ts - T0)
+        for change in engine.feed(world):
+            if change.kind == "new":
+                result.fired[change.rule_name].append(change)
+
+    with av.open(str(MEDIA / labels.clip)) as container:
+        stream = container.streams.video[0]
+        next_t, first = 0.0, True
+        for frame in container.decode(stream):
+            t = float(frame.time or 0.0)
+            if t + 1e-6 < next_t:
+                continue
+            next_t += 1.0 / fps
+            image = frame.to_ndarray(format="bgr24")
+            if first:
+                n = round(labels.pad_s * fps)
+                for i in range(n):
+                    feed(image, -labels.pad_s + i / fps)
+                first = False
+            feed(image, t)
+    for change in engine.flush():
+        if change.kind == "new":
+            result.fired[change.rule_name].append(change)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@dataclass
+class Score:
+    expected: int = 0
+    hits: int = 0
+    false: int = 0
+    errors: list[float] = field(default_factory=list)
+    negative_s: float = 0.0
+    negative_false: int = 0
+
+
+def score(results: list[ClipResult]) -> dict[str, Score]:
+    scores = {k: Score() for k in RULES}
+    for res in results:
+        for kind, (_, tol) in RULES.items():
+            sc = scores[kind]
+            want = res.labels.expected[kind]
+            fired = sorted(c.start_time - T0 for c in res.fired[kind])
+            sc.expected += len(want)
+            if not want:
+                sc.negative_s += res.labels.duration
+                sc.negative_false += len(fired)
+            unused = list(fired)
+            for exp in want:
+                match = min(unused, key=lambda f: abs(f - exp.onset), default=None)
+                if match is not None and abs(match - exp.onset) <= tol:
+                    unused.remove(match)
+                    sc.hits += 1
+                    sc.errors.append(match - exp.onset)
+            sc.false += len(unused)
+    return scores
+
+
+def print_table(scores: dict[str, Score]) -> None:
+    print(
+        f"{'rule kind':<10} {'expected':>8} {'hits':>5} {'false':>6} {'missed':>7} "
+        f"{'precision':>9} {'recall':>7} {'median err s':>12} {'worst err s':>11} "
+        f"{'false/h neg':>11} {'neg min':>7}"
+    )
+    for kind, sc in scores.items():
+        fired = sc.hits + sc.false
+        prec = f"{sc.hits / fired:.2f}" if fired else "-"
+        rec = f"{sc.hits / sc.expected:.2f}" if sc.expected else "-"
+        med = f"{statistics.median(sc.errors):+.1f}" if sc.errors else "-"
+        worst = f"{max(sc.errors, key=abs):+.1f}" if sc.errors else "-"
+        per_h = f"{sc.negative_false / (sc.negative_s / 3600):.0f}" if sc.negative_s else "-"
+        print(
+            f"{kind:<10} {sc.expected:>8} {sc.hits:>5} {sc.false:>6} "
+            f"{sc.expected - sc.hits:>7} {prec:>9} {rec:>7} {med:>12} {worst:>11} "
+            f"{per_h:>11} {sc.negative_s / 60:>7.1f}"
+        )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fps", type=float, default=1.0, help="sampling rate (camera default 1)")
+    ap.add_argument("--only", default="", help="only label files whose name contains this")
+    ap.add_argument("--verbose", action="store_true", help="per clip: what fired when")
+    args = ap.parse_args()
+    if not MEDIA.is_dir() or not MODEL.is_file():
+        print(f"needs the footage in {MEDIA} and the model {MODEL}", file=sys.stderr)
+        return 2
+    detector = YoloxDetector(MODEL)
+    files = sorted(p for p in LABELS.glob("*.yaml") if args.only in p.name)
+    results = []
+    for path in files:
+        labels = load_labels(path)
+        if not (MEDIA / labels.clip).is_file():
+            print(f"skip {labels.clip}: not in {MEDIA}", file=sys.stderr)
+            continue
+        res = run_clip(labels, detector, args.fps)
+        results.append(res)
+        if args.verbose:
+            parts = []
+            for kind in RULES:
+                want = [f"{e.onset:.1f}" for e in labels.expected[kind]]
+                got = [f"{c.start_time - T0:.1f}" for c in res.fired[kind]]
+                if want or got:
+                    parts.append(f"{kind}: want {want} got {got}")
+            print(f"{labels.clip:<48} " + "; ".join(parts or ["nothing expected, nothing fired"]))
+    frames = sum(r.frames for r in results)
+    secs = sum(r.seconds for r in results)
+    print(
+        f"\n{len(results)} clips, {frames} frames at {args.fps:g} fps in {secs:.1f} s "
+        f"({1000 * secs / max(frames, 1):.1f} ms per frame incl. decode)\n"
+    )
+    print_table(score(results))
+    removed = [r for r in results if r.labels.removed]
+    if removed:
+        for r in removed:
+            print(
+                f"\nremoved objects in {r.labels.clip}: labelled {r.labels.removed}, "
+                f"events {[round(t, 1) for t in r.removed_events]}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,288 @@
+"""One camera's world model: sampled frame → `WorldState`.
+
+Per sample: the background model measures change (cheap); the detector runs only when enough
+of the frame changed (an unchanged frame costs no detector call and reuses the last
+detections); the tracker gives detections and unexplained moving regions an identity; lost
+people are followed through the foreground (a fallen person is rarely detected); posture,
+falls, still objects with owners, zones and lines are advanced; the result is one immutable
+WorldState with the scene events of this sample, each emitted once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from streamd.ingest.frame import Frame
+from streamd.perception.background import BackgroundModel, Foreground
+from streamd.perception.colours import dominant_colour, person_colour
+from streamd.perception.geometry import Box, Detection, Detector
+from streamd.perception.objects import StillObject, StillObjects
+from streamd.perception.posture import PostureParams, follow_body, update_posture
+from streamd.perception.tracker import Track, Tracker, TrackInput
+from streamd.perception.world import (
+    EventKind,
+    Posture,
+    SceneEvent,
+    TrackKind,
+    TrackState,
+    WorldState,
+)
+from streamd.perception.zones import ZoneSet
+
+__all__ = ["Perception", "PerceptionStats"]
+
+
+@dataclass
+class PerceptionStats:
+    frames: int = 0
+    analysed: int = 0
+    gated: int = 0
+    detect_s: float = 0.0
+    world_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Params:
+    min_blob_area: float = 0.004  # of the frame: smaller moving regions are limbs and noise
+    max_blob_area: float = 0.5  # larger: a lighting change or a camera shake, not an object
+    explained: float = 0.3  # a blob this much covered by a detection is that detection
+    moving_overlap: float = 0.25  # a detection this much covered by motion is moving
+    removed_person_s: float = 30.0  # a ghost where a person stood this recently is theirs
+    warmup_s: float = 3.0  # no appeared / entered events for what is there at start
+
+
+def _intersection(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    return ix * iy
+
+
+@dataclass
+class Perception:
+    """Turns one camera's sampled frames into WorldStates. `observe` is blocking (numpy,
+    OpenCV, the detector): call it from a worker thread, one frame at a time."""
+
+    detector: Detector | None
+    diff_threshold: float = 0.004
+    zones: ZoneSet = field(default_factory=ZoneSet)
+    posture: PostureParams = field(default_factory=PostureParams)
+    background: BackgroundModel = field(default_factory=BackgroundModel)
+    tracker: Tracker = field(default_factory=Tracker)
+    stats: PerceptionStats = field(default_factory=PerceptionStats)
+    params: _Params = field(default_factory=_Params)
+    _objects: StillObjects | None = None
+    _last: tuple[Detection, ...] = ()
+    _have_last: bool = False
+    _started: float | None = None
+    _person_spots: list[tuple[float, Box]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._objects = StillObjects(self.tracker.new_id)
+
+    def observe(self, frame: Frame) -> WorldState:
+        with self._lock:
+            return self._observe(frame)
+
+    def _observe(self, frame: Frame) -> WorldState:
+        ts = frame.received_at
+        if self._started is None:
+            self._started = ts
+        self.stats.frames += 1
+        t0 = time.perf_counter()
+        prep = self.background.prepare(frame.image)
+        gated = self._have_last and prep.changed < self.diff_threshold
+        detections = self._last
+        if self.detector is not None and not gated:
+            detections = tuple(self.detector.detect(frame.image))
+        t1 = time.perf_counter()
+        fg = self.background.update(prep, ts)
+        self._last, self._have_last = detections, True
+        if gated:
+            self.stats.gated += 1
+        else:
+            self.stats.analysed += 1
+        world = self._world(frame, fg, detections, not gated)
+        self.stats.detect_s += t1 - t0
+        self.stats.world_s += time.perf_counter() - t1
+        return world
+
+    def _world(
+        self, frame: Frame, fg: Foreground, detections: tuple[Detection, ...], analysed: bool
+    ) -> WorldState:
+        ts = frame.received_at
+        assert self._objects is not None
+        assert self._started is not None
+        events: list[SceneEvent] = []
+        items = self._inputs(frame, fg, detections)
+        # Stale tracks go first: someone else arriving later must not take their identity.
+        for tr in self.tracker.expire(ts):
+            events.append(SceneEvent(EventKind.LEFT, ts, tr.track_id, tr.label, tr.box))
+        before = {tid: tr.box for tid, tr in self.tracker.tracks.items()}
+        seen = self.tracker.update(ts, items)
+        seen_ids = {tr.track_id for tr in seen}
+        warm = ts - self._started >= self.params.warmup_s
+        for tr in seen:
+            if tr.hits == 2 and warm:
+                events.append(SceneEvent(EventKind.APPEARED, ts, tr.track_id, tr.label, tr.box))
+        people = [tr for tr in self.tracker.tracks.values() if tr.label == "person"]
+        detected = [tr.box for tr in people if tr.detected_at == ts]
+        for tr in people:
+            if tr.track_id not in seen_ids:
+                body = follow_body(tr, fg, self.posture, detected)
+                if body is None:
+                    continue
+                tr.see(ts, body)
+            events.extend(update_posture(tr, ts, self.posture))
+            if not tr.moving:
+                self._person_spots.append((ts, tr.box))
+        # Who can own or attend an object: people, and solid upright moving regions bigger than
+        # a bag that the detector did not name (it misses people at odd angles and sizes).
+        owners = people + [
+            tr
+            for tr in self.tracker.tracks.values()
+            if tr.label is None and tr.box.height > tr.box.width and tr.hits >= 2
+        ]
+        objects, obj_events = self._objects.update(ts, fg, owners, detections)
+        events.extend(obj_events)
+        events.extend(self._removed(fg, ts))
+        h, w = frame.image.shape[:2]
+        events.extend(self._zones(ts, w, h, before, warm))
+        tracks = [self._state(tr, frame, ts, analysed) for tr in self.tracker.tracks.values()]
+        tracks += [self._object_state(o, ts) for o in objects]
+        return WorldState(
+            frame=frame,
+            analysed=analysed,
+            tracks=tuple(tracks),
+            events=tuple(sorted(events, key=lambda e: e.ts)),
+            motion=fg.motion,
+            changed=fg.changed,
+            brightness=fg.brightness,
+            moving_boxes=tuple(b for b, _ in fg.moving_boxes),
+        )
+
+    def _inputs(
+        self, frame: Frame, fg: Foreground, detections: tuple[Detection, ...]
+    ) -> list[TrackInput]:
+        p = self.params
+        h, w = frame.image.shape[:2]
+        frame_area = float(h * w)
+        items: list[TrackInput] = []
+        for d in detections:
+            moving = fg.overlap(fg.moving, d.box) >= p.moving_overlap
+            items.append(TrackInput(d.box, d.label, d.score, moving))
+        for b, _ in fg.moving_boxes:
+            if not p.min_blob_area <= b.area / frame_area <= p.max_blob_area:
+                continue
+            if any(
+                _intersection(b, d.box) >= p.explained * min(b.area, d.box.area) for d in detections
+            ):
+                continue
+            items.append(TrackInput(b, None, 0.0, True))
+        return items
+
+    def _removed(self, fg: Foreground, ts: float) -> list[SceneEvent]:
+        """Ghost regions are removed objects, unless a person stood there (their own ghost)."""
+        horizon = ts - self.params.removed_person_s
+        self._person_spots = [(t, b) for t, b in self._person_spots if t >= horizon]
+        out = []
+        for region in fg.removed:
+            if any(b.iou(region.box) > 0.1 for _, b in self._person_spots):
+                continue
+            out.append(SceneEvent(EventKind.REMOVED, region.since, None, None, region.box))
+        return out
+
+    def _zones(
+        self, ts: float, w: int, h: int, before: dict[int, Box], warm: bool
+    ) -> list[SceneEvent]:
+        if not self.zones:
+            return []
+        out: list[SceneEvent] = []
+        for tr in self.tracker.tracks.values():
+            if tr.last_seen != ts:
+                continue
+            ax, ay = (tr.box.x1 + tr.box.x2) / 2 / w, tr.box.y2 / h
+            now = self.zones.zones_at(ax, ay)
+            new_track = tr.track_id not in before
+            if not new_track or warm:
+                for z in sorted(now - tr.zones):
+                    out.append(
+                        SceneEvent(
+                            EventKind.ZONE_ENTERED, ts, tr.track_id, tr.label, tr.box, zone=z
+                        )
+                    )
+            for z in sorted(tr.zones - now):
+                out.append(
+                    SceneEvent(EventKind.ZONE_LEFT, ts, tr.track_id, tr.label, tr.box, zone=z)
+                )
+            tr.zones = now
+            old = before.get(tr.track_id)
+            if old is not None:
+                prev = ((old.x1 + old.x2) / 2 / w, old.y2 / h)
+                for line, direction in self.zones.crossings(prev, (ax, ay)):
+                    out.append(
+                        SceneEvent(
+                            EventKind.LINE_CROSSED,
+                            ts,
+                            tr.track_id,
+                            tr.label,
+                            tr.box,
+                            line=line,
+                            direction=direction,
+                        )
+                    )
+        return out
+
+    @staticmethod
+    def _kind(tr: Track) -> TrackKind:
+        return TrackKind.BLOB if tr.label is None else TrackKind.DETECTED
+
+    def _state(self, tr: Track, frame: Frame, ts: float, analysed: bool) -> TrackState:
+        visible = tr.last_seen == ts
+        colour = None
+        if visible and analysed:
+            pick = person_colour if tr.label == "person" else dominant_colour
+            colour = pick(frame.image, tr.box)
+        return TrackState(
+            track_id=tr.track_id,
+            kind=self._kind(tr),
+            label=tr.label,
+            score=round(tr.score, 3),
+            box=tr.box,
+            first_seen=tr.first_seen,
+            last_seen=tr.last_seen,
+            visible=visible,
+            moving=tr.moving,
+            stationary_since=None if tr.moving else tr.last_moved,
+            velocity=tr.velocity(),
+            history=tuple(tr.history),
+            colour=colour,
+            zones=tr.zones,
+            posture=tr.posture if tr.label == "person" else Posture.UNKNOWN,
+            posture_since=tr.posture_since,
+            fallen_at=tr.fallen_at,
+            lying_since=tr.lying_since,
+        )
+
+    def _object_state(self, o: StillObject, ts: float) -> TrackState:
+        return TrackState(
+            track_id=o.track_id,
+            kind=TrackKind.OBJECT,
+            label=o.label,
+            score=round(o.score, 3),
+            box=o.box,
+            first_seen=o.since,
+            last_seen=o.last_seen,
+            visible=True,
+            moving=False,
+            stationary_since=o.since,
+            velocity=(0.0, 0.0),
+            history=((o.last_seen, o.box),),
+            placed_at=o.since,
+            owner_id=o.owner_id,
+            owner_box=o.owner_box,
+            last_attended=o.last_attended,
+            unattended_since=o.unattended_since,
+        )

@@ -1,0 +1,215 @@
+"""Still objects and their owners: what was placed, by whom, and whether it is attended.
+
+Left objects as PETS 2006 / AVSS 2007 define them: an object is unattended once its owner —
+the person it arrived with — is more than about two object widths away (a rule may ask for
+another distance; the state here uses `proximity_widths`). A returning owner re-attends it, and
+an object beside its still owner is attended however long. An object no person was seen
+bringing is never "left" (a moved chair, a lighting patch, a start-up artefact). Passers-by
+never reset or drop it: once an owner is known only the owner counts, and with the owner gone
+only someone who stands by it (a person track that is not moving) attends it. A candidate that
+people walk in front of is kept through the occlusion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from streamd.perception.background import Foreground
+from streamd.perception.geometry import Box, Detection
+from streamd.perception.tracker import Track
+from streamd.perception.world import EventKind, SceneEvent
+
+__all__ = ["ObjectParams", "StillObject", "StillObjects"]
+
+
+@dataclass(frozen=True)
+class ObjectParams:
+    proximity_widths: float = 2.0  # "about two object widths"
+    owner_window_s: float = 4.0  # the owner is who was by it this long before it was still
+    occlusion_grace_s: float = 30.0  # keep a hidden object this long
+    lost_grace_s: float = 2.0  # drop an object that vanished (not hidden) after this long
+    owner_seen_s: float = 2.0  # an owner unseen for longer has gone
+
+
+@dataclass
+class StillObject:
+    track_id: int
+    box: Box
+    since: float  # still since (placed)
+    last_seen: float
+    votes: dict[str, float] = field(default_factory=dict)
+    owner_id: int | None = None
+    owner_box: Box | None = None
+    last_attended: float = 0.0
+    unattended_since: float | None = None
+
+    @property
+    def label(self) -> str | None:
+        if not self.votes:
+            return None
+        return max(self.votes.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+    @property
+    def score(self) -> float:
+        return max(self.votes.values(), default=0.0)
+
+
+def _same(a: Box, b: Box) -> bool:
+    """The same still region, grown or shrunk by what stands next to it."""
+    if a.iou(b) > 0.2:
+        return True
+    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    return ix * iy >= 0.6 * min(a.area, b.area)
+
+
+@dataclass
+class StillObjects:
+    """One camera's still objects. Not thread-safe."""
+
+    new_id: Callable[[], int]
+    params: ObjectParams = field(default_factory=ObjectParams)
+    objects: dict[int, StillObject] = field(default_factory=dict)
+
+    def update(
+        self,
+        ts: float,
+        fg: Foreground,
+        people: Sequence[Track],
+        detections: Sequence[Detection],
+    ) -> tuple[list[StillObject], list[SceneEvent]]:
+        """Advance with this sample; returns the objects present and the events."""
+        p = self.params
+        events: list[SceneEvent] = []
+        matched: set[int] = set()
+        for region in fg.still:
+            obj = next(
+                (
+                    o
+                    for o in self.objects.values()
+                    if o.track_id not in matched and _same(o.box, region.box)
+                ),
+                None,
+            )
+            if obj is None:
+                if any(_inside_person(region.box, q) for q in people):
+                    continue  # a still part of a standing person, not a thing
+                obj = StillObject(self.new_id(), region.box, region.since, ts)
+                obj.last_attended = region.since
+                obj.owner_id, obj.owner_box = self._owner(obj, people)
+                self.objects[obj.track_id] = obj
+                events.append(
+                    SceneEvent(
+                        EventKind.PLACED,
+                        region.since,
+                        obj.track_id,
+                        None,
+                        region.box,
+                        details={"owner_id": obj.owner_id},
+                    )
+                )
+            elif region.box.area <= 2.0 * obj.box.area:
+                # A region that merged with someone standing next to it keeps the object's box.
+                obj.box = region.box
+            obj.since = min(obj.since, region.since)
+            obj.last_seen = ts
+            matched.add(obj.track_id)
+
+        for obj in list(self.objects.values()):
+            if obj.track_id not in matched:
+                if fg.overlap(fg.static, obj.box) > 0.5:
+                    obj.last_seen = ts  # still there, only younger again after being passed over
+                else:
+                    hidden = fg.overlap(fg.moving, obj.box) > 0.2 or any(
+                        q.box.iou(obj.box) > 0 for q in people if q.last_seen == ts
+                    )
+                    grace = p.occlusion_grace_s if hidden else p.lost_grace_s
+                    if ts - obj.last_seen > grace:
+                        del self.objects[obj.track_id]
+                        events.append(
+                            SceneEvent(EventKind.LEFT, ts, obj.track_id, obj.label, obj.box)
+                        )
+                    continue
+            events.extend(self._attend(obj, ts, people))
+            for d in detections:
+                if d.label != "person" and d.box.iou(obj.box) > 0.3:
+                    obj.votes[d.label] = obj.votes.get(d.label, 0.0) + d.score
+        present = [o for o in self.objects.values() if o.last_seen == ts]
+        return present, events
+
+    def _owner(self, obj: StillObject, people: Sequence[Track]) -> tuple[int | None, Box | None]:
+        """The person who stayed closest to the object while it was being put down.
+
+        Someone walking past is by it for one sample; someone setting a thing down stays a
+        moment, so an owner must have been within reach in at least two samples."""
+        reach = self.params.proximity_widths * max(obj.box.width, 1.0)
+        best: tuple[float, int, Box] | None = None
+        for q in people:
+            if q.label is None and q.box.area < 2.0 * obj.box.area:
+                continue  # an unnamed region smaller than the object is not whoever brought it
+            gaps = [
+                box.gap(obj.box)
+                for t, box in q.history
+                if t >= obj.since - self.params.owner_window_s
+            ]
+            near = sorted(g for g in gaps if g <= reach)
+            if len(near) >= 2 and (best is None or near[0] < best[0]):
+                best = (near[0], q.track_id, q.box)
+        return (None, None) if best is None else (best[1], best[2])
+
+    def _attend(self, obj: StillObject, ts: float, people: Sequence[Track]) -> list[SceneEvent]:
+        p = self.params
+        reach = p.proximity_widths * max(obj.box.width, 1.0)
+        owner = next((q for q in people if q.track_id == obj.owner_id), None)
+        if owner is not None and ts - owner.last_seen <= p.owner_seen_s:
+            obj.owner_box = owner.box
+            attended = owner.box.gap(obj.box) <= reach
+        else:
+            # Owner gone or unknown: someone who stands by it (not walking past) attends it.
+            attended = any(
+                q.last_seen == ts and not q.moving and q.box.gap(obj.box) <= reach for q in people
+            )
+            if attended and obj.owner_id is None:
+                stander = min(
+                    (q for q in people if q.last_seen == ts and not q.moving),
+                    key=lambda q: q.box.gap(obj.box),
+                )
+                obj.owner_id, obj.owner_box = stander.track_id, stander.box
+        if obj.owner_id is None:
+            # Nobody brought it (a moved chair, a lighting patch, a start-up artefact): it
+            # can be placed or removed, but not left by someone.
+            attended = True
+        if attended:
+            obj.last_attended = ts
+            if obj.unattended_since is not None:
+                obj.unattended_since = None
+                return [SceneEvent(EventKind.ATTENDED, ts, obj.track_id, obj.label, obj.box)]
+            return []
+        if obj.unattended_since is None:
+            obj.unattended_since = ts
+            return [
+                SceneEvent(
+                    EventKind.UNATTENDED,
+                    ts,
+                    obj.track_id,
+                    obj.label,
+                    obj.box,
+                    details={
+                        "owner_id": obj.owner_id,
+                        "owner_box": None if obj.owner_box is None else obj.owner_box.as_list(),
+                    },
+                )
+            ]
+        return []
+
+
+def _inside_person(box: Box, person: Track) -> bool:
+    pb = person.box
+    ix = max(0.0, min(box.x2, pb.x2) - max(box.x1, pb.x1))
+    iy = max(0.0, min(box.y2, pb.y2) - max(box.y1, pb.y1))
+    return (
+        person.last_seen >= person.first_seen
+        and ix * iy > 0.5 * box.area
+        and (person.label == "person")
+    )

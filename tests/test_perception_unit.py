@@ -1,0 +1,156 @@
+"""The world model's building blocks on synthetic input: zones, lines, posture and falls, and
+still objects with owners (real BackgroundModel on drawn frames; people come from boxes that
+stand in for the detector)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamd.ingest.frame import Frame
+from streamd.perception.geometry import Box, Detection
+from streamd.perception.model import Perception
+from streamd.perception.posture import PostureParams, update_posture
+from streamd.perception.tracker import Track
+from streamd.perception.world import EventKind, Posture, TrackKind
+from streamd.perception.zones import Line, Zone, ZoneSet
+
+SQUARE = Zone("sq", ((0.2, 0.2), (0.6, 0.2), (0.6, 0.6), (0.2, 0.6)))
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "inside"),
+    [(0.4, 0.4, True), (0.1, 0.4, False), (0.59, 0.21, True), (0.7, 0.7, False)],
+)
+def test_zone_contains_anchor(x: float, y: float, inside: bool) -> None:
+    assert SQUARE.contains(x, y) is inside
+
+
+def test_directed_line_in_and_out() -> None:
+    line = Line("gate", (0.2, 0.5), (0.8, 0.5))  # pointing right: above is its left
+    assert line.crossing((0.5, 0.4), (0.5, 0.6)) == "in"
+    assert line.crossing((0.5, 0.6), (0.5, 0.4)) == "out"
+    assert line.crossing((0.1, 0.4), (0.1, 0.6)) is None  # passes beside the segment
+    assert line.crossing((0.5, 0.4), (0.6, 0.45)) is None  # does not cross
+
+
+def _person(boxes: list[tuple[float, Box]], p: PostureParams) -> tuple[Track, list[EventKind]]:
+    t0, b0 = boxes[0]
+    tr = Track(1, b0, t0, t0, t0, b0.center, votes={"person": 0.9})
+    kinds: list[EventKind] = []
+    for ts, box in boxes:
+        tr.detected_at, tr.detected_box = ts, box
+        tr.detections += 1
+        tr.see(ts, box)
+        kinds += [e.kind for e in update_posture(tr, ts, p)]
+    return tr, kinds
+
+
+UP = Box(100, 100, 140, 260)  # 40 × 160
+LOW = Box(95, 180, 150, 260)  # crouching
+DOWN = Box(40, 220, 200, 262)  # lying on the floor
+
+
+def test_fall_then_getting_up() -> None:
+    p = PostureParams()
+    seq = [(0.0, UP), (1.0, UP), (2.0, DOWN), (3.0, DOWN), (4.0, DOWN), (5.0, UP)]
+    tr, kinds = _person(seq, p)
+    assert kinds == [EventKind.FELL, EventKind.GOT_UP]
+    assert tr.fallen_at is None
+    assert tr.posture is Posture.UPRIGHT
+
+
+def test_bending_down_and_back_up_is_not_a_fall() -> None:
+    _, kinds = _person([(0.0, UP), (1.0, UP), (2.0, DOWN), (3.0, UP), (4.0, UP)], PostureParams())
+    assert kinds == []
+
+
+def test_lying_down_slowly_is_lying_not_a_fall() -> None:
+    seq = [(0.0, UP), (1.0, LOW), (2.0, LOW), (3.0, LOW), (4.0, LOW), (5.0, DOWN), (6.0, DOWN)]
+    tr, kinds = _person(seq, PostureParams())
+    assert kinds == []
+    assert tr.posture is Posture.LYING
+    assert tr.lying_since == 5.0
+
+
+class _Boxes:
+    """Stands in for the detector: returns whatever person boxes the test sets per frame."""
+
+    def __init__(self) -> None:
+        self.boxes: list[Box] = []
+
+    def detect(self, image: object) -> list[Detection]:
+        return [Detection("person", 0, 0.9, b) for b in self.boxes]
+
+
+def _frame(t: float, people: list[Box], bag: Box | None) -> Frame:
+    rng = np.random.default_rng(0)  # the same texture every frame: a fixed camera
+    img = (rng.integers(90, 110, (240, 320, 3))).astype(np.uint8)
+    for b in people:
+        img[int(b.y1) : int(b.y2), int(b.x1) : int(b.x2)] = (30, 30, 160)
+    if bag is not None:
+        img[int(bag.y1) : int(bag.y2), int(bag.x1) : int(bag.x2)] = (200, 60, 20)
+    return Frame("cam", img, t, t, int(t))
+
+
+def test_bag_left_by_its_owner_is_unattended_once_they_walk_away() -> None:
+    det = _Boxes()
+    world_model = Perception(det)
+    bag = Box(150, 170, 170, 190)
+    events = []
+    objects = []
+    for t in range(0, 30):
+        if t < 5:
+            people: list[Box] = []
+        elif t < 12:  # arrives, puts the bag down at t=6, stands beside it
+            people = [Box(120, 110, 148, 200)]
+        else:  # walks off to the left, one step a second, out of the frame
+            x = 120 - 25 * (t - 11)
+            people = [Box(x, 110, x + 28, 200)] if x > 0 else []
+        det.boxes = people
+        world = world_model.observe(_frame(float(t), people, bag if t >= 6 else None))
+        events += list(world.events)
+        objects = world.objects()
+    placed = [e for e in events if e.kind is EventKind.PLACED]
+    unattended = [e for e in events if e.kind is EventKind.UNATTENDED]
+    assert len(placed) == 1
+    assert placed[0].details["owner_id"] is not None
+    assert len(unattended) == 1
+    # owner is > 2 bag widths (40 px) from the bag from t=13 (box right edge 120-50+28 = 98)
+    assert 12.0 <= unattended[0].ts <= 14.0
+    (obj,) = objects
+    assert obj.kind is TrackKind.OBJECT
+    assert obj.owner_id == placed[0].details["owner_id"]
+    assert obj.unattended_since == unattended[0].ts
+
+
+def test_object_taken_away_is_removed() -> None:
+    det = _Boxes()
+    world_model = Perception(det)
+    bottle = Box(150, 170, 170, 200)
+    removed = []
+    for t in range(0, 20):
+        world = world_model.observe(_frame(float(t), [], bottle if t < 8 else None))
+        removed += [e for e in world.events if e.kind is EventKind.REMOVED]
+    assert len(removed) == 1
+    assert removed[0].box is not None
+    assert removed[0].box.iou(bottle) > 0.3
+    assert 8.0 <= removed[0].ts <= 11.0
+
+
+def test_zone_entered_and_line_crossed_by_a_track() -> None:
+    det = _Boxes()
+    zones = ZoneSet((Zone("right", ((0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0))),),
+                    (Line("mid", (0.5, 1.0), (0.5, 0.0)),))  # fmt: skip
+    world_model = Perception(det, zones=zones)
+    events = []
+    for t in range(0, 12):
+        x = 20 + 25 * t  # walks left to right across the middle
+        det.boxes = [Box(x, 100, x + 30, 200)]
+        world = world_model.observe(_frame(float(t), det.boxes, None))
+        events += list(world.events)
+    entered = [e for e in events if e.kind is EventKind.ZONE_ENTERED]
+    crossed = [e for e in events if e.kind is EventKind.LINE_CROSSED]
+    assert [e.zone for e in entered] == ["right"]
+    assert [(e.line, e.direction) for e in crossed] == [("mid", "in")]
+    assert entered[0].track_id == crossed[0].track_id
