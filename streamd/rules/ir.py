@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamd.errors import RuleCompileError
-from streamd.window.coco import COCO_CLASSES
+from streamd.perception.coco import COCO_CLASSES
 
 __all__ = [
     "ANY_CLASS",

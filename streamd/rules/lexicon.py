@@ -13,8 +13,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from streamd.perception.coco import COCO_CLASSES
 from streamd.rules.ir import ANY_CLASS, COLOURS, UNLABELLED, WEEKDAYS
-from streamd.window.coco import COCO_CLASSES
 
 
 @dataclass(frozen=True, slots=True)
