@@ -61,7 +61,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from streamd.rules.compiler import compile_rule
+    from streamd.rules.compiler import compile_config_rule
 
     cfg = _config(args)
     errors = 0
@@ -82,14 +82,22 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  camera {name}: {src} at {cam.fps:g} fps, window {cam.window_tokens} tokens")
     for i, rule in enumerate(cfg.rules):
         try:
-            plan = compile_rule(rule.text)
+            plan = compile_config_rule(cfg, rule)
         except RuleCompileError as exc:
             print(f"error: rules[{i}] ({rule.name}): {exc}", file=sys.stderr)
             errors += 1
             continue
         cams = ", ".join(rule.cameras) if rule.cameras else "all cameras"
         print(f"  rule {rule.name} [{cams}]: {rule.text!r}")
-        print(f"    plan: {plan.describe()}")
+        lines = plan.explain()
+        print(f"    plan: {lines[0]}")
+        for line in lines[1:]:
+            print(f"      {line}")
+        print(
+            f"    options: cooldown {rule.cooldown_s:g} s, clear {rule.clear_s:g} s, "
+            f"severity {rule.severity}"
+        )
+        print(f"    ir: {json.dumps(plan.ir_json(), separators=(',', ':'))}")
     return 2 if errors else 0
 
 

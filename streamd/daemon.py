@@ -32,7 +32,8 @@ from streamd.events.writer import EventWriter
 from streamd.perception.detector import YOLOX_NANO_SHA256, load_detector
 from streamd.perception.geometry import Detector
 from streamd.pipeline import CameraPipeline
-from streamd.rules.compiler import compile_rule
+from streamd.rules.compiler import compile_config_rule
+from streamd.rules.evaluate import site_zone
 from streamd.rules.manager import RuleManager
 from streamd.rules.plan import Plan
 
@@ -43,7 +44,7 @@ WRITER_SHUTDOWN_S = 1.0
 
 
 def compile_plans(cfg: Config) -> dict[str, Plan]:
-    return {r.name: compile_rule(r.text) for r in cfg.rules}
+    return {r.name: compile_config_rule(cfg, r) for r in cfg.rules}
 
 
 def _load_detector(cfg: Config) -> Detector | None:
@@ -148,13 +149,18 @@ class Daemon:
                 sink,
                 segment_s=cfg.segment_s,
                 webrtc=cfg.webrtc,
+                tz=site_zone(cfg.site.timezone),
                 window=windows.windows[name] if windows is not None else None,
             )
             for name, cam in cfg.cameras.items()
             if cam.enabled
         }
         rule_manager = RuleManager(
-            pipelines, RuleStore(engine), sink, {r.name: (r, plans[r.name]) for r in cfg.rules}
+            pipelines,
+            RuleStore(engine),
+            sink,
+            {r.name: (r, plans[r.name]) for r in cfg.rules},
+            config=cfg,
         )
         await rule_manager.load()
         publisher = None

@@ -8,6 +8,7 @@ dropped (counted), never a rule evaluation.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,7 @@ class CameraPipeline:
     window: WindowWriter | None = None
     stats: PipelineStats = field(default_factory=PipelineStats)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
+    tz: dt.tzinfo | None = None  # the site's time zone, for clock times in rules
 
     def __post_init__(self) -> None:
         c = self.config
@@ -84,7 +86,7 @@ class CameraPipeline:
         )
         self.engine = RulesEngine(
             self.name,
-            [RuleRunner(self.name, rule, plan) for rule, plan in self.rules],
+            [RuleRunner(self.name, rule, plan, self.tz) for rule, plan in self.rules],
             self.segment_s,
         )
 

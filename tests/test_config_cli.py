@@ -91,8 +91,14 @@ def test_check_prints_plans(tmp_path: Path) -> None:
     cfg.write_text(GOOD)
     out = run_cli("check", "-c", str(cfg), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "¬near(person, 2 widths) held for ≥ 30 s" in out.stdout
-    assert "count(person) > 3 held for ≥ 10 s" in out.stdout
+    assert (
+        "plan: backpack|handbag|suitcase left unattended (owner > 2 widths away) held for ≥ 30 s"
+        in out.stdout
+    )
+    assert "plan: count(person) > 3 held for ≥ 10 s" in out.stdout
+    # each rule's effective options and its IR
+    assert "options: cooldown 30 s, clear 4 s, severity warning" in out.stdout
+    assert '"kind":"unattended"' in out.stdout
     assert "secret" not in out.stdout  # the camera password is redacted
     assert "rtsp://cam:***@127.0.0.1:8554/lobby" in out.stdout
 

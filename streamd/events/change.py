@@ -25,10 +25,12 @@ def new_event_id(start_time: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The frame that opened an event and the boxes to draw on it (label, box)."""
+    """The frame that opened an event and the boxes to draw on it (label, box), plus the last
+    few frames before it (what a VLM verifier is shown)."""
 
     image: Image
     boxes: tuple[tuple[str, Box], ...] = ()
+    evidence: tuple[Image, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

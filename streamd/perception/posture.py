@@ -38,6 +38,9 @@ class PostureParams:
     plunge_drop: float = 0.6  # a squat box whose top dropped this much is falling too
     confirm_s: float = 0.9
     min_detections: int = 2  # a person seen once (a spurious box) cannot fall
+    # A person this small (pixels of upright height) is followed but not judged for falls: at
+    # that size, other people's motion nearby is as big as their whole body.
+    min_fall_height_px: float = 80.0
     body_search: float = 0.6  # widen the last box by this part of its width on each side
     body_min_fill: float = 0.04  # foreground needed in the search area to follow a body
     lying_gap_s: float = 2.5  # other postures this long end a lying spell
@@ -150,6 +153,8 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
         and fall_shaped
         and track.last_upright is not None
         and track.detections >= p.min_detections
+        and track.ref_height is not None
+        and track.ref_height >= p.min_fall_height_px
         and ts - track.last_upright <= p.fall_window_s
         and drop >= p.fall_drop
     ):

@@ -107,10 +107,14 @@ def _distance(a: Box, b: Box) -> float:
 
 def _conflict(track: Track, item: TrackInput) -> bool:
     # A person and a thing are different objects even when they overlap (a person carrying a
-    # bag, walking past a car); flicker between object labels is normal for one object.
+    # bag, walking past a car); flicker between object labels is normal for one object. An
+    # unnamed moving region is only a named track when it lies right on it: it is often
+    # someone else's motion, or a lost person's shadow, and must not move the track there.
     label = track.label
-    if label is None or item.label is None:
+    if label is None:
         return False
+    if item.label is None:
+        return True
     return (label == "person") != (item.label == "person")
 
 

@@ -1,30 +1,35 @@
-"""Temporal logic: observations → event changes, per rule and camera.
+"""Temporal logic at the event level: evaluations per subject → event changes.
 
-World states are buffered into segments (default 2 s of frames) and each segment is evaluated in
-order. An event opens when the plan has held for its duration (and the rule is out of cooldown),
-updates while it holds and its evidence grows, and ends only after the plan has stopped holding
-for `clear_s` (hysteresis, so one missed detection does not split an event in two).
+World states are buffered into segments (default 2 s of frames) and each segment is evaluated
+in order. Events are about a subject — a track (a person, a bag, a car) or the scene (counts,
+motion): a new subject opens a new event, so two visitors ten seconds apart are two events.
+An event opens when the rule holds for its subject (the rule's own temporal parts — held for,
+within, N times in M — are in its plan), updates while it holds and its evidence grows, and
+ends only after the rule has stopped holding for that subject for `clear_s` (hysteresis).
+Cooldown keeps the same subject from re-alerting, never a different one.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
 from streamd.config import RuleConfig
 from streamd.events.change import EventChange, Snapshot, new_event_id
 from streamd.perception.world import WorldState
-from streamd.rules.plan import Plan, Verdict
+from streamd.rules.evaluate import Context, Hit, Key
+from streamd.rules.plan import Plan
 
 log = logging.getLogger(__name__)
 
-# Timestamps of 1 fps samples jitter by tens of milliseconds; "for 5 seconds" must not need 6.
-_TOLERANCE_S = 0.1
+_EVIDENCE_FRAMES = 3  # frames of the opening segment kept for a verifier
 
 
 @dataclass
 class _Active:
     event_id: str
+    key: Key
     start: float
     top_score: float
     score: float
@@ -39,60 +44,75 @@ class RuleRunner:
     camera: str
     rule: RuleConfig
     plan: Plan
-    true_since: float | None = None
-    last_true: float | None = None
-    active: _Active | None = None
-    last_end: float | None = None
+    tz: dt.tzinfo | None = None
+    active: dict[Key, _Active] = field(default_factory=dict)
+    last_end: dict[Key, float] = field(default_factory=dict)
     evaluations: int = 0
+    holding_since: float | None = None
+    recent: list[WorldState] = field(default_factory=list)
 
-    def step(self, obs: WorldState) -> list[EventChange]:
+    def __post_init__(self) -> None:
+        self.evaluator = self.plan.evaluator(Context(self.tz, tolerance_s=self.rule.clear_s))
+
+    def step(self, world: WorldState) -> list[EventChange]:
         self.evaluations += 1
-        verdict = self.plan.evaluate(obs)
-        now = obs.ts
-        if verdict.holds:
-            self.last_true = now
-            return self._holding(obs, verdict, now)
-        # A dropout shorter than clear_s (one missed detection) does not restart the clock,
-        # or "for 10 seconds" would never be reached on a flickering detector.
-        if self.last_true is None or now - self.last_true >= self.rule.clear_s:
-            self.true_since = None
-        if self.active is not None and now - self.active.last_true >= self.rule.clear_s:
-            return [self._end(now)]
-        return []
+        now = world.ts
+        self.recent = [*self.recent[-(_EVIDENCE_FRAMES - 1) :], world]
+        truth = self.evaluator.step(world)
+        if truth.holds:
+            if self.holding_since is None:
+                self.holding_since = now
+        else:
+            self.holding_since = None
+        out: list[EventChange] = []
+        for key, hit in truth.hits.items():
+            act = self.active.get(key)
+            if act is not None:
+                act.last_true = now
+                if hit.score > act.top_score + 0.05 or _material_change(act.details, hit.details):
+                    act.top_score = max(act.top_score, hit.score)
+                    act.score = hit.score
+                    act.details = dict(hit.details)
+                    out.append(self._change("update", act, None))
+                continue
+            ended = self.last_end.get(key)
+            if ended is not None and now - ended < self.rule.cooldown_s:
+                continue
+            out.append(self._open(world, key, hit))
+        for key, act in list(self.active.items()):
+            if key not in truth.hits and now - act.last_true >= self.rule.clear_s:
+                out.append(self._end(key, now))
+        for key in [k for k, t in self.last_end.items() if now - t >= self.rule.cooldown_s]:
+            del self.last_end[key]
+        return out
 
-    def _holding(self, obs: WorldState, v: Verdict, now: float) -> list[EventChange]:
-        if self.true_since is None:
-            self.true_since = now
-        act = self.active
-        if act is not None:
-            act.last_true = now
-            if v.score > act.top_score + 0.05 or _material_change(act.details, v.details):
-                act.top_score = max(act.top_score, v.score)
-                act.score = v.score
-                act.details = dict(v.details)
-                return [self._change("update", act, None)]
-            return []
-        hold_from = v.hold_from if v.hold_from is not None else self.true_since
-        if now - hold_from + _TOLERANCE_S < self.plan.hold_s:
-            return []
-        if self.last_end is not None and now - self.last_end < self.rule.cooldown_s:
-            return []
-        start = v.started if v.started is not None else hold_from
-        act = _Active(new_event_id(start), start, v.score, v.score, now, dict(v.details))
-        self.active = act
+    def _open(self, world: WorldState, key: Key, hit: Hit) -> EventChange:
+        start = hit.since if hit.since is not None else world.ts
+        act = _Active(
+            new_event_id(start), key, start, hit.score, hit.score, world.ts, dict(hit.details)
+        )
+        self.active[key] = act
         log.info("camera %s: rule %s fired (%s)", self.camera, self.rule.name, self.plan.describe())
-        return [self._change("new", act, Snapshot(obs.frame.image, v.boxes))]
+        evidence = tuple(w.frame.image for w in self.recent)
+        return self._change("new", act, Snapshot(world.frame.image, hit.boxes, evidence))
 
-    def _end(self, now: float) -> EventChange:
-        act = self.active
-        assert act is not None
-        self.active = None
-        self.last_end = now
+    def _end(self, key: Key, now: float) -> EventChange:
+        act = self.active.pop(key)
+        self.last_end[key] = now
         return self._change("end", act, None, end_time=now)
 
     def close(self, now: float) -> list[EventChange]:
-        """End an open event (daemon shutdown)."""
-        return [self._end(now)] if self.active is not None else []
+        """End every open event (daemon shutdown, rule removed)."""
+        return [self._end(key, now) for key in list(self.active)]
+
+    def state(self) -> dict[str, object]:
+        """Live state for GET /api/rules."""
+        return {
+            "camera": self.camera,
+            "holding_since": self.holding_since,
+            "active_events": [a.event_id for a in self.active.values()],
+            "evaluations": self.evaluations,
+        }
 
     def _change(
         self, kind: str, act: _Active, snapshot: Snapshot | None, end_time: float | None = None
@@ -108,7 +128,12 @@ class RuleRunner:
             score=act.score,
             top_score=act.top_score,
             snapshot=snapshot,
-            details={"plan": self.plan.describe(), "severity": self.rule.severity, **act.details},
+            details={
+                "plan": self.plan.describe(),
+                "severity": self.rule.severity,
+                "subject": act.key,
+                **act.details,
+            },
         )
 
 
@@ -127,12 +152,12 @@ class RulesEngine:
     _buffer: list[WorldState] = field(default_factory=list)
     _segment_start: float | None = None
 
-    def feed(self, obs: WorldState) -> list[EventChange]:
-        """Add an observation; return the changes of every segment it completes."""
+    def feed(self, world: WorldState) -> list[EventChange]:
+        """Add a world state; return the changes of every segment it completes."""
         if self._segment_start is None:
-            self._segment_start = obs.ts
-        self._buffer.append(obs)
-        if obs.ts - self._segment_start + 1e-3 < self.segment_s:
+            self._segment_start = world.ts
+        self._buffer.append(world)
+        if world.ts - self._segment_start + 1e-3 < self.segment_s:
             return []
         return self.flush()
 
@@ -140,9 +165,9 @@ class RulesEngine:
         batch, self._buffer = self._buffer, []
         self._segment_start = None
         out: list[EventChange] = []
-        for obs in batch:
+        for world in batch:
             for runner in self.runners:
-                out.extend(runner.step(obs))
+                out.extend(runner.step(world))
         return out
 
     def close(self, now: float) -> list[EventChange]:

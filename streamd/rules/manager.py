@@ -11,12 +11,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from streamd.config import RuleConfig
+from streamd.config import Config, RuleConfig
 from streamd.errors import StreamdError
 from streamd.events.change import EventChange
 from streamd.events.rule_store import RuleStore
 from streamd.pipeline import CameraPipeline
-from streamd.rules.compiler import compile_rule
+from streamd.rules.compiler import compile_config_rule
 from streamd.rules.engine import RuleRunner
 from streamd.rules.plan import Plan
 
@@ -38,6 +38,7 @@ class RuleManager:
     sink: Callable[[EventChange], Awaitable[None]]
     config_rules: dict[str, tuple[RuleConfig, Plan]]
     api_rules: dict[str, tuple[RuleConfig, Plan]] = field(default_factory=dict)
+    config: Config | None = None  # the cameras' zones and lines
 
     def all(self) -> list[tuple[RuleConfig, Plan, str]]:
         return [(r, p, "config") for r, p in self.config_rules.values()] + [
@@ -53,8 +54,12 @@ class RuleManager:
         for name, p in self.pipelines.items():
             if rule.cameras is None or name in rule.cameras:
                 p.rules.append((rule, plan))
-                p.engine.runners.append(RuleRunner(name, rule, plan))
+                p.engine.runners.append(RuleRunner(name, rule, plan, p.tz))
         self.api_rules[rule.name] = (rule, plan)
+
+    def _compile(self, rule: RuleConfig) -> Plan:
+        cfg = self.config if self.config is not None else Config()
+        return compile_config_rule(cfg, rule)
 
     async def load(self) -> None:
         """Attach the stored rules at start; one that no longer fits is skipped, loudly."""
@@ -63,7 +68,7 @@ class RuleManager:
                 if rule.name in self.config_rules:
                     raise RuleConflict("the config file now defines a rule of that name")
                 self._check_cameras(rule)
-                self.attach(rule, compile_rule(rule.text))
+                self.attach(rule, self._compile(rule))
             except StreamdError as exc:
                 log.warning("stored rule %s not loaded: %s", rule.name, exc)
 
@@ -72,7 +77,7 @@ class RuleManager:
         if rule.name in self.config_rules or rule.name in self.api_rules:
             raise RuleConflict(f"a rule named {rule.name!r} already exists")
         self._check_cameras(rule)
-        plan = compile_rule(rule.text)
+        plan = self._compile(rule)
         await self.store.add(rule)
         self.attach(rule, plan)
         log.info("rule %s added: %s", rule.name, plan.describe())
