@@ -241,3 +241,76 @@ def test_engine_evaluates_per_segment_and_closes_open_events() -> None:
     closing = eng.close(105.0)
     assert [c.kind for c in closing] == ["end"]
     assert closing[0].end_time == 105.0
+
+
+def _scripted(
+    frames: list[tuple[list[TrackState], tuple[SceneEvent, ...]]], text: str
+) -> list[int]:
+    r = _runner(text, clear_s=1, cooldown_s=0)
+    fired: list[int] = []
+    for i, (tracks, events) in enumerate(frames):
+        fired += [i for ch in r.step(world(1000.0 + i, tracks, events)) if ch.kind == "new"]
+    return fired
+
+
+def _at(i: int, tid: int = 1, label: str = "person", **kw: object) -> TrackState:
+    return track(tid, Box(10 + 5 * i, 10, 50 + 5 * i, 100), 1000.0 + i, label=label, **kw)
+
+
+def _ev(
+    kind: EventKind, i: int, tid: int | None = 1, label: str = "person", **kw: object
+) -> SceneEvent:
+    return SceneEvent(kind, 1000.0 + i, tid, label, Box(10, 10, 50, 100), **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "event", "at"),
+    [
+        ("a person appears", EventKind.APPEARED, {}),
+        ("a person leaves", EventKind.LEFT, {}),
+        ("a person enters the garden", EventKind.ZONE_ENTERED, {"zone": "garden"}),
+        ("a person leaves the garden", EventKind.ZONE_LEFT, {"zone": "garden"}),
+        ("a person crosses the gate line", EventKind.LINE_CROSSED,
+         {"line": "gate", "direction": "out"}),
+        ("a person gets up", EventKind.GOT_UP, {}),
+    ],
+)  # fmt: skip
+def test_every_scene_event_transition_fires_once(
+    text: str, event: EventKind, at: dict[str, object]
+) -> None:
+    frames = []
+    for i in range(8):
+        zones = frozenset({"garden"}) if event is EventKind.ZONE_ENTERED and i >= 3 else frozenset()
+        events = (_ev(event, i, **at),) if i == 3 else ()
+        tracks = [] if event is EventKind.LEFT and i >= 3 else [_at(i, zones=zones)]
+        frames.append((tracks, events))
+    assert _scripted(frames, text) == [3]
+    # the same event about something else (a car) does not fire a person rule
+    other = [
+        ([_at(i, 2, "car")], (_ev(event, i, 2, "car", **at),) if i == 3 else ()) for i in range(8)
+    ]
+    assert _scripted(other, text) == []
+
+
+def test_placed_and_removed_fire_for_unnamed_things() -> None:
+    bag = track(5, Box(100, 80, 130, 100), 1003.0, label=None, kind=TrackKind.OBJECT)
+    placed = [([bag] if i >= 3 else [], (_ev(EventKind.PLACED, 3, 5, None),) if i == 3 else ())  # type: ignore[arg-type]
+              for i in range(6)]  # fmt: skip
+    assert _scripted(placed, "a package is delivered") == [3]
+    removed = [([], (_ev(EventKind.REMOVED, 2, None, None),) if i == 2 else ()) for i in range(6)]  # type: ignore[arg-type]
+    assert _scripted(removed, "a package is taken") == [2]
+
+
+def test_stops_starts_moving_and_runs_come_from_track_motion() -> None:
+    moving = [True, True, False, False, True, True]
+    frames = [([_at(i, label="car", moving=m)], ()) for i, m in enumerate(moving)]
+    assert _scripted(frames, "a car stops") == [2]
+    assert _scripted(frames, "a car starts moving") == [4]
+    # 90 px tall, feet moving 200 px/s: over two body heights a second
+    fast = [([_at(i, velocity=(200.0 if i >= 2 else 20.0, 0.0))], ()) for i in range(5)]
+    assert _scripted(fast, "someone is running") == [2]
+
+
+def test_falls_fire_from_the_world_models_fall_state() -> None:
+    frames = [([_at(i, fallen_at=1002.0 if i >= 3 else None)], ()) for i in range(6)]
+    assert _scripted(frames, "someone falls down") == [3]
