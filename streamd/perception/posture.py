@@ -116,7 +116,10 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
         track.ref_height = (
             box.height if ref is None or box.height >= ref else (0.7 * ref + 0.3 * box.height)
         )
-    posture = classify(box, track.ref_height, p)
+    detected = track.detected_at == ts
+    # A followed body's box starts at the search area's top (mid-body), so its height says
+    # nothing about posture: only its shape does (a body on the floor is wide).
+    posture = classify(box, track.ref_height if detected else None, p)
     if (
         posture is Posture.LOW
         and track.fallen_at is not None
@@ -146,7 +149,7 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
     )
     fall_shaped = posture is Posture.LYING or (
         # Falling towards the camera the box stays tall in pixels but its top plunges.
-        box.width >= 0.8 * box.height and drop >= p.plunge_drop
+        detected and box.width >= 0.8 * box.height and drop >= p.plunge_drop
     )
     if (
         track.fall_onset is None
@@ -160,7 +163,12 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
     ):
         # The onset is the first sample after the last upright one: the fall began between.
         track.fall_onset = _first_after(track, track.last_upright)
-    if track.fall_onset is not None and ts - track.fall_onset >= p.confirm_s:
+        track.fall_seen = ts
+    if (
+        track.fall_onset is not None
+        and track.fall_seen is not None
+        and ts - track.fall_seen >= p.confirm_s
+    ):
         track.fallen_at = track.fall_onset
         track.down_height = box.height
         track.fall_onset = None

@@ -58,6 +58,7 @@ class Track:
     last_upright: float | None = None
     upright_top: float | None = None  # the box's top at the last upright sample
     fall_onset: float | None = None  # pending, not yet confirmed
+    fall_seen: float | None = None  # when the pending fall was seen (confirmed a moment later)
     fallen_at: float | None = None
     down_height: float | None = None  # box height when the fall was confirmed
     lying_since: float | None = None  # survives a few seconds of other postures (flicker)
@@ -103,6 +104,13 @@ def _diag(box: Box) -> float:
 def _distance(a: Box, b: Box) -> float:
     (ax, ay), (bx, by) = a.center, b.center
     return math.hypot(ax - bx, ay - by)
+
+
+def _similar_size(a: Box, b: Box) -> bool:
+    """Matching by distance alone needs boxes of about the same size: a far-away person near
+    where a close one was is someone else."""
+    ha, hb = max(a.height, 1.0), max(b.height, 1.0)
+    return 0.5 <= ha / hb <= 2.0
 
 
 def _conflict(track: Track, item: TrackInput) -> bool:
@@ -161,7 +169,7 @@ class Tracker:
             if assigned[i] is not None:
                 continue
             for tr in free.values():
-                if _conflict(tr, item):
+                if _conflict(tr, item) or not _similar_size(tr.detected_box or tr.box, item.box):
                     continue
                 dist = _distance(tr.box, item.box)
                 if dist <= self.max_jump * max(_diag(tr.box), _diag(item.box)):
