@@ -103,8 +103,10 @@ class BackgroundParams:
 
 
 def _maxdiff(a: Image, b: Image) -> npt.NDArray[np.uint8]:
-    out: npt.NDArray[np.uint8] = cv2.absdiff(a, b).max(axis=2)
-    return out
+    """Largest per-channel absolute difference (OpenCV: numpy's max over the channel axis is
+    ten times slower on interleaved pixels)."""
+    c0, c1, c2 = cv2.split(cv2.absdiff(a, b))
+    return np.asarray(cv2.max(cv2.max(c0, c1), c2), np.uint8)
 
 
 def _edges(img: Image) -> FloatArray:

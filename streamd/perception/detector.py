@@ -16,7 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import cv2
 import numpy as np
@@ -152,11 +152,49 @@ def _make_grid(input_size: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np
     return np.concatenate(grids), np.concatenate(strides)
 
 
-class YoloxDetector:
-    """YOLOX (nano by default) ONNX model on OpenCV DNN; implements the `Detector` protocol.
+Runtime = Literal["auto", "onnxruntime", "opencv"]
 
-    Safe to call from several threads: only the network call is serialised, because a cv2 Net
-    holds per-inference state, while letterboxing and decoding run concurrently.
+
+class _OrtNet:
+    """The model on ONNX Runtime: on CPU about 1.5x faster than OpenCV DNN for YOLOX-nano on
+    one core here, and the way to a GPU (CUDA provider) where one is present."""
+
+    def __init__(self, path: Path, threads: int, providers: list[str] | None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
+        try:
+            self.session = ort.InferenceSession(
+                str(path), opts, providers=chosen or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+        self.input = self.session.get_inputs()[0].name
+        self.providers = self.session.get_providers()
+
+    def forward(self, blob: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        out = self.session.run(None, {self.input: blob})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+def _ort_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class YoloxDetector:
+    """YOLOX (nano by default) ONNX model; implements the `Detector` protocol.
+
+    Runs on ONNX Runtime where it is installed (`runtime="auto"`), else OpenCV DNN. Safe to
+    call from several threads: only the network call is serialised (a cv2 Net holds
+    per-inference state), while letterboxing and decoding run concurrently.
     """
 
     def __init__(
@@ -165,6 +203,9 @@ class YoloxDetector:
         score_threshold: float = 0.35,
         nms_threshold: float = 0.45,
         input_size: int = 416,
+        runtime: Runtime = "auto",
+        threads: int = 1,
+        providers: list[str] | None = None,
     ) -> None:
         if input_size <= 0 or input_size % max(_STRIDES):
             raise ValueError(f"input_size must be a positive multiple of 32, got {input_size}")
@@ -176,18 +217,24 @@ class YoloxDetector:
         self._lock = threading.Lock()
         if not model_path.is_file():
             raise ModelError(f"model file {model_path} does not exist")
-        try:
-            self._net = cv2.dnn.readNetFromONNX(str(model_path))
-        except cv2.error as exc:
-            raise ModelError(f"cannot load ONNX model {model_path}: {exc}") from exc
-        if self._net.empty():
-            raise ModelError(f"ONNX model {model_path} loaded as an empty network")
+        self._ort: _OrtNet | None = None
+        if runtime == "onnxruntime" or (runtime == "auto" and _ort_available()):
+            self._ort = _OrtNet(model_path, threads, providers)
+            self.runtime = "onnxruntime:" + ",".join(self._ort.providers)
+        else:
+            try:
+                self._net = cv2.dnn.readNetFromONNX(str(model_path))
+            except cv2.error as exc:
+                raise ModelError(f"cannot load ONNX model {model_path}: {exc}") from exc
+            if self._net.empty():
+                raise ModelError(f"ONNX model {model_path} loaded as an empty network")
+            self.runtime = "opencv"
         # One forward pass now, so a model with the wrong input size or head (not YOLOX, other
         # class count) fails at startup with the file named, not on the first camera frame.
         blank = np.full((input_size, input_size, 3), _PAD_VALUE, dtype=np.uint8)
         try:
             out = self._forward(blank)
-        except cv2.error as exc:
+        except Exception as exc:  # cv2.error, or onnxruntime's own errors
             raise ModelError(
                 f"ONNX model {model_path} cannot run a {input_size}×{input_size} input: {exc}"
             ) from exc
@@ -201,10 +248,13 @@ class YoloxDetector:
     def _forward(self, padded: Image) -> npt.NDArray[np.float32]:
         # blobFromImage with defaults only reorders HWC→NCHW and converts to float32, which is
         # exactly the preprocessing YOLOX wants (BGR, 0-255, no mean/std).
-        blob = cv2.dnn.blobFromImage(padded)
+        blob = np.asarray(cv2.dnn.blobFromImage(padded), np.float32)
         with self._lock:
-            self._net.setInput(blob)
-            out = self._net.forward()
+            if self._ort is not None:
+                out = self._ort.forward(blob)
+            else:
+                self._net.setInput(blob)
+                out = np.asarray(self._net.forward(), np.float32)
         return np.asarray(out, dtype=np.float32).reshape(-1, out.shape[-1])
 
     def _letterbox(self, image: Image) -> tuple[Image, float]:
