@@ -1,7 +1,11 @@
-"""Adding and removing rules while the daemon runs (the API's POST/DELETE /api/rules).
+"""Changing rules while the daemon runs: POST/DELETE /api/rules, and reloading the file.
 
-Rules from the config file are fixed (edit the file); rules added through the API are compiled,
-attached to the matching cameras' engines at once, and stored in SQL so a restart keeps them.
+Rules added through the API are compiled, attached to the matching cameras' engines at once,
+and stored in SQL so a restart keeps them. Rules from the config file change when the file is
+reloaded (SIGHUP, or POST /api/rules/reload): every rule of the new file is compiled first, and
+only if all compile are they swapped in — a reload is never half-applied. Unchanged rules keep
+their runners (and their open events and timers); removed or changed ones end their events.
+Camera connections are not touched.
 """
 
 from __future__ import annotations
@@ -83,12 +87,40 @@ class RuleManager:
         log.info("rule %s added: %s", rule.name, plan.describe())
         return plan
 
-    async def remove(self, name: str) -> None:
-        if name in self.config_rules:
-            raise RuleConflict(f"rule {name!r} comes from the config file: edit the file")
-        if name not in self.api_rules:
-            raise UnknownRule(f"no rule named {name!r}")
+    async def reload(self, cfg: Config) -> dict[str, list[str]]:
+        """Swap the config file's rules for those of `cfg` (same cameras); returns what changed.
+
+        Raises RuleCompileError (nothing applied) when any new rule does not compile."""
+        plans = {r.name: compile_config_rule(cfg, r) for r in cfg.rules}  # all or nothing
+        for rule in cfg.rules:
+            if rule.name in self.api_rules:
+                raise RuleConflict(f"rule {rule.name!r} was added through the API; remove it first")
+        old = self.config_rules
+        new = {r.name: (r, plans[r.name]) for r in cfg.rules}
+        removed = [n for n in old if n not in new]
+        changed = [n for n in new if n in old and old[n][0] != new[n][0]]
+        added = [n for n in new if n not in old]
         now = time.time()
+        for name in removed + changed:
+            await self._detach(name, now)
+        for name in changed + added:
+            rule, plan = new[name]
+            for cam, p in self.pipelines.items():
+                if rule.cameras is None or cam in rule.cameras:
+                    p.rules.append((rule, plan))
+                    p.engine.runners.append(RuleRunner(cam, rule, plan, p.tz))
+        self.config_rules = new
+        self.config = cfg
+        log.info(
+            "rules reloaded: %d added, %d changed, %d removed, %d unchanged",
+            len(added),
+            len(changed),
+            len(removed),
+            len(new) - len(added) - len(changed),
+        )
+        return {"added": added, "changed": changed, "removed": removed}
+
+    async def _detach(self, name: str, now: float) -> None:
         for p in self.pipelines.values():
             keep = []
             for runner in p.engine.runners:
@@ -99,6 +131,17 @@ class RuleManager:
                     keep.append(runner)
             p.engine.runners[:] = keep
             p.rules[:] = [(r, pl) for r, pl in p.rules if r.name != name]
+
+    def runners(self, name: str) -> list[RuleRunner]:
+        """The live runners of a rule (one per camera)."""
+        return [r for p in self.pipelines.values() for r in p.engine.runners if r.rule.name == name]
+
+    async def remove(self, name: str) -> None:
+        if name in self.config_rules:
+            raise RuleConflict(f"rule {name!r} comes from the config file: edit the file")
+        if name not in self.api_rules:
+            raise UnknownRule(f"no rule named {name!r}")
+        await self._detach(name, time.time())
         del self.api_rules[name]
         await self.store.delete(name)
         log.info("rule %s removed", name)
