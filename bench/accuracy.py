@@ -164,8 +164,40 @@ def score(results: list[ClipResult]) -> dict[str, Score]:
                     unused.remove(match)
                     sc.hits += 1
                     sc.errors.append(match - exp.onset)
+                elif exp.onset <= 0.0:
+                    # Already so when the clip starts (the camera came on to it): an alert
+                    # any time during the state is right, and it has no onset to time.
+                    end = res.labels.duration if exp.until is None else exp.until
+                    during = [f for f in unused if exp.onset <= f <= end]
+                    if during:
+                        unused.remove(during[0])
+                        sc.hits += 1
             sc.false += len(unused)
     return scores
+
+
+def group(clip: str) -> str:
+    """UP-Fall activities by kind (the issue's targets are per group), else the folder."""
+    name = Path(clip).name
+    if clip.startswith("upfall/"):
+        activity = int(name[1:3])
+        if activity <= 5:
+            return "UP-Fall falls (a01-a05)"
+        if activity <= 10:
+            return "UP-Fall non-falls (a06-a10)"
+        return "UP-Fall lying down (a11)"
+    return clip.split("/", maxsplit=1)[0] if "/" in clip else "other clips"
+
+
+def print_groups(results: list[ClipResult]) -> None:
+    groups: dict[str, list[ClipResult]] = {}
+    for r in results:
+        groups.setdefault(group(r.labels.clip), []).append(r)
+    print(f"\n{'clips':<28} {'n':>3} " + " ".join(f"{k + ' hit/exp/false':>20}" for k in RULES))
+    for name, rs in sorted(groups.items()):
+        sc = score(rs)
+        cells = " ".join(f"{f'{v.hits}/{v.expected}/{v.false}':>20}" for v in sc.values())
+        print(f"{name:<28} {len(rs):>3} {cells}")
 
 
 def print_table(scores: dict[str, Score]) -> None:
@@ -222,6 +254,7 @@ def main() -> int:
         f"({1000 * secs / max(frames, 1):.1f} ms per frame incl. decode)\n"
     )
     print_table(score(results))
+    print_groups(results)
     removed = [r for r in results if r.labels.removed]
     if removed:
         for r in removed:
