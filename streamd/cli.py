@@ -89,18 +89,6 @@ def _secret_values(cfg: Config) -> list[str]:
     return [v.get_secret_value() for v in values if v is not None]
 
 
-def _api_exposure_warning(cfg: Config) -> str | None:
-    api = cfg.api
-    if not api.enabled or api.loopback_only or api.token is not None:
-        return None
-    return (
-        f"the HTTP API listens on {api.listen}, reachable beyond this machine, and no token is "
-        "set: anyone who can reach it can read events and change rules. Set api.token (or "
-        "STREAMD_API_TOKEN), listen on 127.0.0.1, or set api.require_token_off_loopback: true "
-        "to refuse to start like this"
-    )
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     from streamd.config.sources import check_sources
     from streamd.rules.compiler import compile_rule
@@ -132,7 +120,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         cams = ", ".join(rule.cameras) if rule.cameras else "all cameras"
         lines.append(f"  rule {rule.name} [{cams}]: {rule.text!r}")
         lines.append(f"    plan: {plan.describe()}")
-    if warning := _api_exposure_warning(cfg):
+    if warning := cfg.api.exposure_warning():
         print(f"warning: {warning}", file=sys.stderr)
     for line in lines:
         print(scrub(line))
@@ -152,8 +140,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.config is None:
         log.info("no config given: running the built-in demo (generated scene, SQLite, one rule)")
     compile_plans(cfg)  # a rule that does not compile stops start-up with exit 2
-    if warning := _api_exposure_warning(cfg):
-        log.warning("%s", warning)
     try:
         import uvloop
 

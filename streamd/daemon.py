@@ -88,7 +88,8 @@ class Daemon:
             engine,
             cfg.data_dir / "snapshots",
             mqtt.topic_prefix if mqtt else None,
-            snapshot_url_base=f"http://{cfg.api.listen}/api/events" if cfg.api.enabled else None,
+            # The store appends /api/events/<id>/snapshot.jpg (a base with that path doubled it).
+            snapshot_url_base=cfg.api.base_url if cfg.api.enabled else None,
         )
         # Events left open by a crash (kill -9, power loss) are ended now, not left dangling.
         stale = await store.close_open(time.time())

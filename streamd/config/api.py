@@ -78,6 +78,17 @@ class ApiConfig(StrictModel):
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
+    def exposure_warning(self) -> str | None:
+        """A warning when the API is reachable beyond this machine without a token."""
+        if not self.enabled or self.loopback_only or self.token is not None:
+            return None
+        return (
+            f"the HTTP API listens on {self.listen}, reachable beyond this machine, and no token "
+            "is set: anyone who can reach it can read events and change rules. Set api.token (or "
+            "STREAMD_API_TOKEN), listen on 127.0.0.1, or set api.require_token_off_loopback: "
+            "true to refuse to start like this"
+        )
+
     @model_validator(mode="after")
     def _token_from_env(self) -> ApiConfig:
         if self.token is None and os.environ.get("STREAMD_API_TOKEN"):
