@@ -93,7 +93,8 @@ class Daemon:
             engine,
             cfg.data_dir / "snapshots",
             mqtt.topic_prefix if mqtt else None,
-            snapshot_url_base=f"http://{cfg.api.listen}/api/events" if cfg.api.enabled else None,
+            # The store appends /api/events/<id>/snapshot.jpg (a base with that path doubled it).
+            snapshot_url_base=cfg.api.base_url if cfg.api.enabled else None,
         )
         writer = EventWriter(
             store,

@@ -15,6 +15,9 @@ from support.daemon import wait_for
 
 pytestmark = pytest.mark.slow
 
+# `streamd events` before the daemon's first migration has finished
+_NOT_CREATED_YET = ("no database at", "is at schema none")
+
 DEMO_TOPICS = (
     "streamd/available",
     "streamd/database",
@@ -37,8 +40,11 @@ def test_run_without_config_alerts_within_a_minute(tmp_path: Path) -> None:
                 capture_output=True,
                 text=True,
                 timeout=30,
-                check=True,
+                check=False,
             )
+            if out.returncode == 2 and any(m in out.stderr for m in _NOT_CREATED_YET):
+                return []  # `events` only reads: the daemon has not created the database yet
+            assert out.returncode == 0, out.stderr
             rows: list[dict[str, object]] = json.loads(out.stdout)
             return rows
 
