@@ -19,9 +19,10 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from streamd.api import ApiState, serve_api
-from streamd.config import Config, MqttConfig
+from streamd.config import CameraConfig, Config, MqttConfig
 from streamd.events.change import EventChange
 from streamd.events.db import make_engine, upgrade
+from streamd.events.discovery import CameraDevice, api_base_url
 from streamd.events.mqtt import MqttPublisher, probe_broker
 from streamd.events.rule_store import RuleStore
 from streamd.events.store import EventStore
@@ -84,11 +85,13 @@ class Daemon:
         await upgrade(cfg.database.url)
         engine = make_engine(cfg.database.url)
         mqtt = await _choose_mqtt(cfg)
+        base_url = api_base_url(cfg.api)
         store = EventStore(
             engine,
-            cfg.data_dir / "snapshots",
+            # Absolute: a relative data_dir must not depend on the API's working directory.
+            (cfg.data_dir / "snapshots").resolve(),
             mqtt.topic_prefix if mqtt else None,
-            snapshot_url_base=f"http://{cfg.api.listen}/api/events" if cfg.api.enabled else None,
+            snapshot_url_base=base_url,
         )
         # Events left open by a crash (kill -9, power loss) are ended now, not left dangling.
         stale = await store.close_open(time.time())
@@ -132,8 +135,22 @@ class Daemon:
         await rule_manager.load()
         publisher = None
         if mqtt is not None:
-            entities = [(c, r.name) for c, p in pipelines.items() for r, _ in p.rules]
-            publisher = MqttPublisher(mqtt, store, entities)
+
+            def entities() -> list[tuple[str, str]]:
+                # Read live: rules added or removed through the API change these lists.
+                return [(c, r.name) for c, p in pipelines.items() for r, _ in p.rules]
+
+            publisher = MqttPublisher(
+                mqtt,
+                store,
+                entities,
+                cameras={
+                    c: CameraDevice(c, camera_model(cam))
+                    for c, cam in cfg.cameras.items()
+                    if cam.enabled
+                },
+                base_url=base_url,
+            )
         api_state = ApiState(
             cfg,
             store,
@@ -243,10 +260,22 @@ async def _health(pipelines: dict[str, CameraPipeline]) -> None:
         )
 
 
+def camera_model(cam: CameraConfig) -> str:
+    """What Home Assistant shows as the camera device's model."""
+    if cam.url is not None:
+        return "RTSP camera"
+    if cam.webrtc == "whip":
+        return "WebRTC camera (WHIP)"
+    if cam.webrtc is not None:
+        return "WebRTC camera (WHEP)"
+    if cam.file is not None:
+        return "video file"
+    return "demo scene"
+
+
 def demo_config(data_dir: Path = Path("streamd-data")) -> Config:
     """The embedded defaults `streamd run` uses with no config file."""
     from streamd.config import (
-        CameraConfig,
         DatabaseConfig,
         DetectorConfig,
         ModelConfig,

@@ -30,26 +30,13 @@ from streamd.events.db import DatabaseError, safe_url, write_engine
 from streamd.events.models import Event, Outbox, utcnow
 from streamd.events.payload import EnvelopeType, EventEnvelope, EventSide
 from streamd.events.snapshot import snapshot_relpath, write_snapshot
+from streamd.events.topics import STATE_OFF, STATE_ON, events_topic, state_topic
 
 log = logging.getLogger(__name__)
 
-STATE_ON = "ON"
-STATE_OFF = "OFF"
 _DELETE_BATCH = 500
 # asyncpg's connect errors (refused, timed out) reach us as OSError, not wrapped by SQLAlchemy.
 _DB_ERRORS = (SQLAlchemyError, OSError)
-
-
-def events_topic(prefix: str) -> str:
-    return f"{prefix}/events"
-
-
-def state_topic(prefix: str, camera: str, rule: str) -> str:
-    return f"{prefix}/{camera}/{rule}/state"
-
-
-def availability_topic(prefix: str) -> str:
-    return f"{prefix}/available"
 
 
 def to_datetime(epoch: float) -> datetime:
@@ -274,6 +261,7 @@ class EventStore:
             description=row.description,
             severity=row.severity,
             snapshot_url=url,
+            frame_time=to_epoch(row.ended_at if row.ended_at is not None else row.updated_at),
         )
 
     def _queue(
