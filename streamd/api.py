@@ -9,18 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 
 from streamd.config import Config, RuleConfig
 from streamd.errors import QueryError, RuleCompileError
 from streamd.events.store import EventStore
+from streamd.metrics import CONTENT_TYPE_LATEST, Metrics
 from streamd.pipeline import CameraPipeline
 from streamd.rules.manager import RuleConflict, RuleManager, UnknownRule
 from streamd.rules.plan import Plan
@@ -39,7 +40,7 @@ class ApiState:
     store: EventStore
     pipelines: dict[str, CameraPipeline]
     plans: dict[str, Plan]
-    metrics: list[Callable[[], list[str]]] = field(default_factory=list)
+    metrics: Metrics | None = None  # None: cameras and SQL counts only
     search: WindowSearch | None = None  # None: the token window is disabled
     rules: RuleManager | None = None  # None: rules are read-only (tests, tools)
 
@@ -237,23 +238,10 @@ def create_app(state: ApiState) -> FastAPI:
             raise HTTPException(404, str(exc)) from exc
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics(st: State) -> str:
-        lines: list[str] = []
-        for name, p in st.pipelines.items():
-            cam, lbl = p.camera, f'camera="{name}"'
-            lines += [
-                f"streamd_camera_online{{{lbl}}} {int(cam.health.online)}",
-                f"streamd_frames_decoded_total{{{lbl}}} {cam.stats.decoded}",
-                f"streamd_frames_sampled_total{{{lbl}}} {cam.stats.sampled}",
-                f"streamd_frames_dropped_total{{{lbl}}} {cam.dropped}",
-                f"streamd_frames_analysed_total{{{lbl}}} {p.analyser.stats.analysed}",
-                f"streamd_frames_gated_total{{{lbl}}} {p.analyser.stats.gated}",
-                f"streamd_camera_reconnects_total{{{lbl}}} {cam.health.reconnects}",
-                f"streamd_events_total{{{lbl}}} {p.stats.events}",
-            ]
-        for extra in st.metrics:
-            lines += extra()
-        return "\n".join(lines) + "\n"
+    async def metrics(st: State) -> Response:
+        """Prometheus text format (prometheus_client): cameras, events (from SQL), MQTT, ops."""
+        source = st.metrics or Metrics(st.store, st.pipelines)
+        return Response(await source.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -12,8 +12,9 @@ import contextlib
 import logging
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -26,6 +27,8 @@ from streamd.events.discovery import CameraDevice, api_base_url
 from streamd.events.mqtt import MqttPublisher, probe_broker
 from streamd.events.rule_store import RuleStore
 from streamd.events.store import EventStore
+from streamd.metrics import Metrics
+from streamd.ops import Operations
 from streamd.pipeline import CameraPipeline
 from streamd.rules.compiler import compile_rule
 from streamd.rules.manager import RuleManager
@@ -103,8 +106,12 @@ class Daemon:
         enabled = [name for name, cam in cfg.cameras.items() if cam.enabled]
         windows = await asyncio.to_thread(open_windows, cfg, enabled)
 
+        recorded: Counter[tuple[str, str]] = Counter()  # for /metrics: events opened and logged
+
         async def sink(change: EventChange) -> None:
             await store.record(change, str(change.details.get("severity", "warning")))
+            if change.kind == "new":
+                recorded[(change.camera, change.rule_name)] += 1
             log.info(
                 "event %s %s camera=%s rule=%s start=%s score=%.2f",
                 change.kind,
@@ -151,25 +158,23 @@ class Daemon:
                 },
                 base_url=base_url,
             )
+        ops = Operations(cfg, store, pipelines, publisher)
         api_state = ApiState(
             cfg,
             store,
             pipelines,
             plans,
+            metrics=Metrics(
+                store,
+                pipelines,
+                publisher,
+                ops,
+                windows.windows if windows is not None else None,
+                recorded,
+            ),
             search=windows.search if windows is not None else None,
             rules=rule_manager,
         )
-        if windows is not None:
-            api_state.metrics.append(windows.metrics)
-        if publisher is not None:
-            pub = publisher
-            api_state.metrics.append(
-                lambda: [
-                    f"streamd_mqtt_connected {int(pub.stats.connected)}",
-                    f"streamd_mqtt_published_total {pub.stats.published}",
-                    f"streamd_mqtt_reconnects_total {pub.stats.reconnects}",
-                ]
-            )
 
         log.info(
             "streamd running: %d camera(s), %d rule(s), database %s",
@@ -182,7 +187,7 @@ class Daemon:
                 pub_task = (
                     tg.create_task(publisher.run(), name="mqtt") if publisher is not None else None
                 )
-                work = tg.create_task(self._work(pipelines, api_state, store), name="supervisor")
+                work = tg.create_task(self._work(pipelines, api_state, ops), name="supervisor")
                 await stop.wait()
                 log.info("shutting down")
                 work.cancel()
@@ -201,25 +206,11 @@ class Daemon:
         log.info("stopped")
 
     async def _work(
-        self, pipelines: dict[str, CameraPipeline], api_state: ApiState, store: EventStore
+        self, pipelines: dict[str, CameraPipeline], api_state: ApiState, ops: Operations
     ) -> None:
         cfg = self.config
         scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(
-            _retention,
-            "interval",
-            hours=1,
-            args=[store, cfg.retention.events_days],
-            next_run_time=datetime.now(UTC) + timedelta(seconds=30),
-            id="retention",
-        )
-        scheduler.add_job(
-            _health,
-            "interval",
-            seconds=cfg.retention.health_interval_s,
-            args=[pipelines],
-            id="health",
-        )
+        ops.schedule(scheduler)  # retention, health log, <prefix>/stats, camera status
         scheduler.start()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -229,35 +220,6 @@ class Daemon:
                     tg.create_task(serve_api(api_state), name="api")
         finally:
             scheduler.shutdown(wait=False)
-
-
-async def _retention(store: EventStore, days: float) -> None:
-    cutoff = datetime.now(UTC) - timedelta(days=days)
-    try:
-        n = await store.delete_ended_before(cutoff)
-        sent = await store.purge_sent(datetime.now(UTC) - timedelta(days=1))
-    except Exception:
-        log.exception("retention job failed")
-        return
-    if n or sent:
-        log.info("retention: deleted %d events, %d sent outbox rows", n, sent)
-
-
-async def _health(pipelines: dict[str, CameraPipeline]) -> None:
-    for name, p in pipelines.items():
-        cam = p.camera
-        log.info(
-            "health %s: online=%s decoded=%d sampled=%d analysed=%d gated=%d dropped=%d "
-            "reconnects=%d",
-            name,
-            cam.health.online,
-            cam.stats.decoded,
-            cam.stats.sampled,
-            p.analyser.stats.analysed,
-            p.analyser.stats.gated,
-            cam.dropped,
-            cam.health.reconnects,
-        )
 
 
 def camera_model(cam: CameraConfig) -> str:

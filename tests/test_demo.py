@@ -13,12 +13,19 @@ from pathlib import Path
 import pytest
 from support.daemon import wait_for
 
+from streamd.config import MqttConfig
+from streamd.events.discovery import CameraDevice, Discovery
+
 pytestmark = pytest.mark.slow
 
+_DISC = Discovery(MqttConfig())
 DEMO_TOPICS = (
     "streamd/available",
     "streamd/demo/unattended-bag/state",
-    "homeassistant/binary_sensor/streamd_demo_unattended-bag/config",
+    "streamd/demo/status",
+    "streamd/demo/snapshot",
+    _DISC.rule_config_topic("demo", "unattended-bag"),
+    *(topic for topic, _ in _DISC.camera_entities(CameraDevice("demo"))),
 )
 
 
