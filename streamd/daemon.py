@@ -197,6 +197,7 @@ class Daemon:
                     for change in p.close(now):
                         await sink(change)
                 if pub_task is not None:
+                    ops.publish_stopped()  # sent by the publisher's shutdown, before offline
                     pub_task.cancel()
         finally:
             if windows is not None:

@@ -237,6 +237,12 @@ class Operations:
             "time": round(time.time(), 3),
         }
 
+    def publish_stopped(self) -> None:
+        """Queue every camera's status as offline (the daemon is stopping): the retained status
+        must not claim a camera online after streamd is gone."""
+        for name in self.pipelines:
+            self._publish_status(name, {**self.camera_status(name), "online": False})
+
     def _publish_status(self, name: str, status: dict[str, Any]) -> None:
         if self.publisher is None:
             return

@@ -159,6 +159,47 @@ async def test_rules_added_and_removed_at_run_time(
         assert not [m for m in late.messages if "van" in m.topic]
 
 
+async def test_entities_removed_while_down_are_cleared_at_start(
+    shared_broker: int, store: EventStore, prefix: str
+) -> None:
+    """A rule deleted (or a camera removed) while streamd was down leaves no entity behind."""
+    ha = f"{prefix}-ha"
+    disc = Discovery(mqtt_cfg(shared_broker, prefix))
+    async with Subscriber(shared_broker, [f"{prefix}/#", f"{ha}/#"]) as sub:
+        first = make_publisher(
+            shared_broker, prefix, store, [("lobby", "bag"), ("lobby", "van"), ("door", "van")]
+        )
+        task = asyncio.create_task(first.run())
+        await sub.wait_for(topic_is(f"{prefix}/available", "online"))
+        await stop(task)
+    door_image = disc.config_topic("image", disc.camera_object_id("door", "snapshot"))
+
+    async with Subscriber(shared_broker, [f"{prefix}/#", f"{ha}/#"]) as sub:
+        # Before the restart: everything of the first run is retained.
+        await sub.wait_for(topic_is(disc.rule_config_topic("lobby", "van")))
+        await sub.wait_for(topic_is(door_image))
+        mark = len(sub.messages)
+        second = make_publisher(shared_broker, prefix, store, [("lobby", "bag")])
+        task = asyncio.create_task(second.run())
+        try:
+            await sub.wait_for(topic_is(f"{prefix}/available", "online"), start=mark)
+            for gone in (
+                disc.rule_config_topic("lobby", "van"),
+                disc.rule_config_topic("door", "van"),
+                f"{prefix}/lobby/van/state",
+                f"{prefix}/door/van/state",
+                door_image,
+            ):
+                await sub.wait_for(topic_is(gone, ""), start=mark)
+        finally:
+            await stop(task)
+
+    async with Subscriber(shared_broker, [f"{prefix}/#", f"{ha}/#"]) as late:
+        await late.wait_for(topic_is(disc.rule_config_topic("lobby", "bag")), within=5)
+        await late.wait_for(topic_is(f"{prefix}/available", "offline"), within=5)
+        assert not [m.topic for m in late.messages if "van" in m.topic or "/door" in m.topic]
+
+
 def van(kind: str, event_id: str, start: float, end: float | None = None) -> EventChange:
     base = change(kind, event_id, start, end)
     return EventChange(

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.daemon import StreamdProcess, free_port
+from prometheus_client.parser import text_string_to_metric_families
+from support.daemon import MqttWatcher, StreamdProcess, free_port
 from support.home_assistant import (
     HomeAssistant,
     PrivateMosquitto,
@@ -91,6 +92,11 @@ def test_home_assistant_follows_streamd(
 
     person = rule_entity("front_door", "person")
     door_person = rule_entity("front", "door_person")
+    ok, why = MqttWatcher.available()
+    if not ok:
+        pytest.skip(why)
+    # "streamd/events/#" also matches streamd/events itself: the envelopes, text only.
+    envelopes = MqttWatcher("streamd/events", port=broker.port).start()
     daemon = StreamdProcess(cfg, tmp_path).start()
     api = f"http://127.0.0.1:{api_port}"
     try:
@@ -122,6 +128,28 @@ def test_home_assistant_follows_streamd(
         assert snap.status_code == 200
         assert snap.content[:2] == b"\xff\xd8"
 
+        # The envelope's snapshot_url is the endpoint that serves that snapshot.
+        urls = {
+            env["after"]["id"]: env["after"]["snapshot_url"]
+            for env in (m.json() for m in envelopes.messages)
+            if env["type"] == "new"
+        }
+        assert urls[first["id"]] == f"{api}/api/events/{first['id']}/snapshot.jpg"
+        assert httpx.get(urls[first["id"]], timeout=10).content == snap.content
+
+        # /metrics counts what SQL holds.
+        metrics = httpx.get(f"{api}/metrics", timeout=10).text
+        got = {
+            (s.name, s.labels.get("camera"), s.labels.get("rule")): s.value
+            for family in text_string_to_metric_families(metrics)
+            for s in family.samples
+        }
+        logged = httpx.get(f"{api}/api/events", params={"limit": 1000}, timeout=10).json()
+        for camera, rule in (("front_door", "person"), ("front", "door_person")):
+            n = sum(1 for e in logged if (e["camera"], e["rule"]) == (camera, rule))
+            assert got.get(("streamd_events_stored", camera, rule), 0) == n
+            assert got.get(("streamd_events_total", camera, rule), 0) == n
+
         # A rule added through the API appears within 15 s; deleted, it disappears.
         late = rule_entity("front", "late_bag")
         r = httpx.post(
@@ -139,6 +167,7 @@ def test_home_assistant_follows_streamd(
         raise
     finally:
         _, rc = daemon.terminate()
+        envelopes.stop()
     assert rc == 0, daemon.log()[-3000:]
     # streamd stopped: its entities are unavailable, not frozen at their last state.
     for eid in (person, door_person):

@@ -16,7 +16,7 @@ import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from test_mqtt import HOST, Subscriber, prefix, shared_broker, stop, topic_is
+from test_mqtt import HOST, Received, Subscriber, prefix, shared_broker, stop, topic_is
 
 from streamd.api import ApiState, create_app
 from streamd.config import CameraConfig, Config, MqttConfig, RetentionConfig
@@ -173,29 +173,39 @@ async def test_stats_every_interval_and_retained_camera_status(
     async def sink(change: EventChange) -> None:
         await store.record(change)
 
-    # A real pipeline, never started: the camera is offline and has analysed nothing.
+    # A real pipeline on the generated demo scene (no model: motion and scene analysis).
     pipelines = {"lobby": CameraPipeline("lobby", cfg.cameras["lobby"], [], None, sink)}
     pub = MqttPublisher(mqtt, store, idle_wait_s=0.5, discovery_check_s=0.1)
     ops = Operations(cfg, store, pipelines, pub)
     scheduler = AsyncIOScheduler()
     async with Subscriber(shared_broker, [f"{prefix}/#"]) as sub:
         task = asyncio.create_task(pub.run())
+        camera = asyncio.create_task(pipelines["lobby"].run())
         ops.schedule(scheduler)
         scheduler.start()
         try:
             first = await sub.wait_for(topic_is(f"{prefix}/stats"))
             await sub.wait_for(topic_is(f"{prefix}/stats"), start=sub.messages.index(first) + 1)
             doc = json.loads(first.payload)
-            assert doc["cameras"]["lobby"]["online"] is False
+            assert set(doc["cameras"]) == {"lobby"}
             assert doc["events"] == 0
             assert doc["outbox_pending"] == 0
-            status = await sub.wait_for(topic_is(f"{prefix}/lobby/status"))
-            assert json.loads(status.payload)["analysed_fps"] == 0.0
+
+            def live(m: Received) -> bool:
+                if m.topic != f"{prefix}/lobby/status":
+                    return False
+                status = json.loads(m.payload)
+                return bool(status["online"] and status["analysed_fps"] > 0)
+
+            await sub.wait_for(live, within=30)
         finally:
             scheduler.shutdown(wait=False)
+            camera.cancel()
+            await asyncio.gather(camera, return_exceptions=True)
+            ops.publish_stopped()  # as the daemon does before stopping the publisher
             await stop(task)
     assert ops.stats_published >= 2
     async with Subscriber(shared_broker, [f"{prefix}/lobby/status"]) as late:
         retained = await late.wait_for(topic_is(f"{prefix}/lobby/status"), within=5)
         assert retained.retain
-        assert json.loads(retained.payload)["camera"] == "lobby"
+        assert json.loads(retained.payload)["online"] is False  # streamd stopped

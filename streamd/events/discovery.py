@@ -101,6 +101,28 @@ class Discovery:
     def config_topic(self, component: str, object_id: str) -> str:
         return f"{self.discovery_prefix}/{component}/{self.node}/{object_id}/config"
 
+    def node_config_filter(self) -> str:
+        """Subscription filter matching every config of this daemon's node."""
+        return f"{self.discovery_prefix}/+/{self.node}/+/config"
+
+    def stale_removal(self, config_topic: str, config: str) -> list[Message]:
+        """Empty retained payloads for a config this daemon no longer announces, and for the
+        retained topics under its own prefix that the config read (state, status, snapshot)."""
+        messages: list[Message] = [(config_topic, "")]
+        try:
+            doc = json.loads(config)
+        except ValueError:
+            return messages
+        if not isinstance(doc, dict):
+            return messages
+        for key in ("state_topic", "image_topic"):
+            topic = doc.get(key)
+            # A camera's status feeds two entities: clear it once.
+            ours = isinstance(topic, str) and topic.startswith(f"{self.prefix}/")
+            if ours and (topic, "") not in messages:
+                messages.append((str(topic), ""))
+        return messages
+
     def rule_config_topic(self, camera: str, rule: str) -> str:
         return self.config_topic("binary_sensor", self.rule_object_id(camera, rule))
 

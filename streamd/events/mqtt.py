@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["OFFLINE", "ONLINE", "MqttPublisher", "PublisherStats", "probe_broker"]
 
+_MAX_RETAINED_CONFIGS = 100_000
+
 Entities = Sequence[tuple[str, str]] | Callable[[], Iterable[tuple[str, str]]]
 Payload = str | bytes
 
@@ -290,8 +292,9 @@ class MqttPublisher:
         raise MqttError("MQTT publisher loop ended unexpectedly")
 
     async def _watch(self, client: aiomqtt.Client) -> None:
-        # Nothing is subscribed, so the iterator only ever ends, raising MqttError, when the
-        # connection drops: that notices a dead broker while idle, not at the next publish.
+        # Nothing is subscribed by now (the discovery listing unsubscribed), so the iterator only
+        # ends, raising MqttError, when the connection drops: that notices a dead broker while
+        # idle, not at the next publish. A late retained config from the listing is ignored.
         async for _ in client.messages:
             pass
         raise MqttError("MQTT message stream ended")
@@ -403,6 +406,8 @@ class MqttPublisher:
             remaining = max(0.0, deadline - loop.time())
             sent = await asyncio.wait_for(self._drain(client), remaining)
             log.debug("MQTT: %d outbox rows sent at shutdown", sent)
+            # The cameras' final status (offline), queued by the daemon before cancelling us.
+            await asyncio.wait_for(self._flush_live(client), max(0.0, deadline - loop.time()))
         except (TimeoutError, MqttError, DatabaseError) as exc:
             log.warning(
                 "MQTT: outbox not drained at shutdown (%s); the rest goes out at the next start",
@@ -446,12 +451,56 @@ class MqttPublisher:
     # -- Home Assistant ----------------------------------------------------------------------
 
     async def _announce_all(self, client: aiomqtt.Client) -> None:
-        """Every entity's config (retained), then an OFF for those with no state yet."""
+        """Every entity's config (retained), then an OFF for those with no state yet.
+
+        Configs this node left on the broker earlier that are no longer wanted (a rule deleted
+        or a camera removed while streamd was down) are removed with their retained state.
+        """
         entities = self.entities
-        for topic, payload in self.discovery.announce(self.cameras(entities), entities):
+        messages = self.discovery.announce(self.cameras(entities), entities)
+        wanted = {topic for topic, payload in messages if payload}
+        stale = await self._retained_configs(client)
+        for topic, payload in messages:
             await client.publish(topic, payload, qos=1, retain=True)
+        for topic, config in stale.items():
+            if topic in wanted:
+                continue
+            for clear, empty in self.discovery.stale_removal(topic, config):
+                await client.publish(clear, empty, qos=1, retain=True)
+                self._retained_sent.discard(clear)
+            log.info("Home Assistant: removed %s (no longer configured)", topic)
         self._announced = set(entities)
         await self._initial_states(client, entities)
+
+    async def _retained_configs(self, client: aiomqtt.Client) -> dict[str, str]:
+        """The node's retained discovery configs on the broker: topic → payload.
+
+        The broker sends retained messages when the subscription is made; a marker published
+        after subscribing comes back after them, so no guessing how long to listen. Bounded in
+        time and count; on timeout nothing is reported stale.
+        """
+        node_filter = self.discovery.node_config_filter()
+        marker = f"{self.prefix}/_discovery_sync/{random.getrandbits(64):016x}"
+        found: dict[str, str] = {}
+        await client.subscribe(node_filter, qos=1)
+        await client.subscribe(marker, qos=1)
+        try:
+            await client.publish(marker, "sync", qos=1)
+            async with asyncio.timeout(self.timeout_s):
+                async for msg in client.messages:
+                    topic = str(msg.topic)
+                    if topic == marker:
+                        return found
+                    if msg.retain and isinstance(msg.payload, bytes) and msg.payload:
+                        found[topic] = msg.payload.decode("utf-8", "replace")
+                    if len(found) > _MAX_RETAINED_CONFIGS:
+                        break
+        except TimeoutError:
+            log.warning("MQTT: no answer listing old discovery configs; none removed")
+        finally:
+            await client.unsubscribe(marker)
+            await client.unsubscribe(node_filter)
+        return {}
 
     async def _initial_states(
         self, client: aiomqtt.Client, entities: Iterable[tuple[str, str]]
