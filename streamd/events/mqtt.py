@@ -251,6 +251,7 @@ class MqttPublisher:
                 for topic, payload in self._live_retained.items():
                     self._live.setdefault(topic, (payload, True))
                 await self._flush_live(client)
+                _raise_if_cancelled()
                 await self._serve(client)
             except asyncio.CancelledError:
                 self._stopping = True
@@ -303,6 +304,7 @@ class MqttPublisher:
         loop = asyncio.get_running_loop()
         next_drain = 0.0
         while True:
+            _raise_if_cancelled()
             if self.store.new_messages.is_set() or loop.time() >= next_drain:
                 # The idle deadline is a safety net only: a commit from another process (e.g.
                 # a `streamd` CLI run) does not set the event.
@@ -547,6 +549,19 @@ class MqttPublisher:
         """(topic, JSON config) of every entity, for Home Assistant discovery."""
         entities = self.entities
         return self.discovery.announce(self.cameras(entities), entities)
+
+
+def _raise_if_cancelled() -> None:
+    """Honour a cancel that a library swallowed.
+
+    On Python 3.11, asyncio.wait_for (which aiomqtt's publish uses for its acknowledgement)
+    returns normally when the cancel lands just as the awaited acknowledgement arrives; the task
+    then still counts the cancel request, so it is raised here instead of being lost (which
+    would leave the daemon's shutdown waiting on a publisher that keeps running).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _wait_any(events: Iterable[asyncio.Event], within: float) -> None:
