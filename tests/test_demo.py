@@ -13,16 +13,23 @@ from pathlib import Path
 import pytest
 from support.daemon import wait_for
 
+from streamd.config import MqttConfig
+from streamd.events.discovery import CameraDevice, Discovery
+
 pytestmark = pytest.mark.slow
 
 # `streamd events` before the daemon's first migration has finished
 _NOT_CREATED_YET = ("no database at", "is at schema none")
 
+_DISC = Discovery(MqttConfig())
 DEMO_TOPICS = (
     "streamd/available",
     "streamd/database",
     "streamd/demo/unattended-bag/state",
-    "homeassistant/binary_sensor/streamd_demo_unattended-bag/config",
+    "streamd/demo/status",
+    "streamd/demo/snapshot",
+    _DISC.rule_config_topic("demo", "unattended-bag"),
+    *(topic for topic, _ in _DISC.camera_entities(CameraDevice("demo"))),
 )
 
 

@@ -1,36 +1,24 @@
-"""GET /metrics: Prometheus text exposition of the cameras' and components' counters."""
+"""GET /metrics: Prometheus text exposition (prometheus_client, see streamd.metrics)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
 
 from streamd.api.errors import responses
 from streamd.api.state import Authorized, State
+from streamd.metrics import CONTENT_TYPE_LATEST, Metrics
 
 router = APIRouter(tags=["metrics"], dependencies=Authorized)
 
 
 @router.get(
     "/metrics",
-    response_class=PlainTextResponse,
+    response_class=Response,
     summary="Prometheus metrics",
+    description="Cameras, events (from SQL), the event writer, MQTT, retention and windows.",
     responses={200: {"content": {"text/plain": {}}}, **responses()},
 )
-async def metrics(st: State) -> str:
-    lines: list[str] = []
-    for name, p in st.pipelines.items():
-        cam, lbl = p.camera, f'camera="{name}"'
-        lines += [
-            f"streamd_camera_online{{{lbl}}} {int(cam.health.online)}",
-            f"streamd_frames_decoded_total{{{lbl}}} {cam.stats.decoded}",
-            f"streamd_frames_sampled_total{{{lbl}}} {cam.stats.sampled}",
-            f"streamd_frames_dropped_total{{{lbl}}} {cam.dropped}",
-            f"streamd_frames_analysed_total{{{lbl}}} {p.perception.stats.analysed}",
-            f"streamd_frames_gated_total{{{lbl}}} {p.perception.stats.gated}",
-            f"streamd_camera_reconnects_total{{{lbl}}} {cam.health.reconnects}",
-            f"streamd_events_total{{{lbl}}} {p.stats.events}",
-        ]
-    for extra in st.metrics:
-        lines += extra()
-    return "\n".join(lines) + "\n"
+async def metrics(st: State) -> Response:
+    source = st.metrics or Metrics(st.store, st.pipelines)
+    return Response(await source.render(), media_type=CONTENT_TYPE_LATEST)

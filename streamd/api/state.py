@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
 
 from streamd.config import Config
 from streamd.events.store import EventStore
+from streamd.metrics import Metrics
 from streamd.pipeline import CameraPipeline
 from streamd.rules.manager import RuleManager
 from streamd.rules.plan import Plan
@@ -25,7 +25,7 @@ class ApiState:
     store: EventStore
     pipelines: dict[str, CameraPipeline]
     plans: dict[str, Plan]
-    metrics: list[Callable[[], list[str]]] = field(default_factory=list)
+    metrics: Metrics | None = None  # None: cameras and SQL counts only
     search: WindowSearch | None = None  # None: the token window is disabled
     rules: RuleManager | None = None  # None: rules are read-only (tests, tools)
 

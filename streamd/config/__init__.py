@@ -13,7 +13,8 @@ from streamd.config.database import DatabaseConfig
 from streamd.config.loader import load_config, parse_config, read_config_text
 from streamd.config.model import DEFAULT_DETECTOR_URL, DetectorConfig, ModelConfig
 from streamd.config.mqtt import MqttConfig
-from streamd.config.root import Config, RetentionConfig
+from streamd.config.retention import RetentionConfig
+from streamd.config.root import Config
 from streamd.config.rules import RuleConfig
 from streamd.config.secrets import SecretScrubber, redact_text, redact_url
 from streamd.config.site import LineConfig, PointConfig, SiteConfig

@@ -68,12 +68,16 @@ class ApiConfig(StrictModel):
 
     @property
     def base_url(self) -> str:
-        """Where clients reach the API: public_url, else derived from `listen`."""
+        """Where clients reach the API: public_url, else derived from `listen` (a wildcard bind
+        is reachable from elsewhere, so it gets this machine's host name, not an address that
+        only works here)."""
         if self.public_url:
             return self.public_url
         host = self.host
         if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
+            import socket
+
+            host = socket.gethostname()
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"

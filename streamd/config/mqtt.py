@@ -26,6 +26,13 @@ class MqttConfig(StrictModel):
         description="When false and no broker answers at start, run without MQTT (SQL and log "
         "only) instead of retrying in the background.",
     )
+    stats_interval_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="Interval of `<prefix>/stats` and of the retained `<prefix>/<camera>/status` "
+        "(a camera going on- or offline is published within 5 s regardless).",
+    )
 
     @field_validator("topic_prefix", "discovery_prefix")
     @classmethod

@@ -12,15 +12,11 @@ from streamd.config.camera import CameraConfig
 from streamd.config.database import DatabaseConfig
 from streamd.config.model import ModelConfig
 from streamd.config.mqtt import MqttConfig
+from streamd.config.retention import RetentionConfig
 from streamd.config.rules import RuleConfig
 from streamd.config.site import SiteConfig
 from streamd.config.webrtc import WebRtcConfig
 from streamd.config.window import WindowConfig
-
-
-class RetentionConfig(StrictModel):
-    events_days: float = Field(30, gt=0, description="Delete ended events older than this.")
-    health_interval_s: float = Field(30, gt=0, description="Camera health log interval.")
 
 
 class Config(StrictModel):
