@@ -1,15 +1,15 @@
-"""Probe: does MediaPipe pose (mediapipe==0.10.21) help posture / fall detection on UP-Fall? (issue 8)
+"""Probe (issue 8): does MediaPipe pose (mediapipe==0.10.21) help posture / fall detection?
 
-Runs outside the project's environment (mediapipe pins numpy<2 and pulls opencv-contrib-python 4.11):
+Runs outside the project's environment (mediapipe pins numpy<2, pulls opencv-contrib-python 4.11):
 
     python3 -m venv /tmp/mpvenv && /tmp/mpvenv/bin/pip install mediapipe==0.10.21 av pyyaml
     /tmp/mpvenv/bin/pip install --no-deps numpy==2.4.6
-    /tmp/mpvenv/bin/python bench/pose_probe.py [--fps 2] [--static] [--only a01] [--verbose]
+    /tmp/mpvenv/bin/python bench/pose_probe.py [--fps 2] [--static] [--hold 1] [--only a01] [-v]
 
-Imports no streamd code. For each labelled UP-Fall clip it samples frames, runs Pose on each, derives a
-posture from the landmarks and scores it against bench/labels/upfall__*.yaml: per-frame lying
-precision/recall, a "lying for 5 s" alert, and a fall signal (upright -> lying within 2 s, onset
-within +-2 s of the labelled fall start).
+Imports no streamd code. For each labelled UP-Fall clip it samples frames, runs Pose on each,
+derives a posture from the landmarks and scores it against bench/labels/upfall__*.yaml:
+per-frame lying precision/recall, a "lying for 5 s" alert, and a fall signal (upright -> lying
+within 2 s, onset within +-2 s of the labelled fall start).
 """
 
 from __future__ import annotations
@@ -38,7 +38,12 @@ FALL_WINDOW_S = 2.0
 FALL_TOL_S = 2.0
 LYING_ALERT_S = 5.0
 LYING_TOL_S = 3.0
-GROUPS = {"falls a01-a05": range(1, 6), "non-falls a06-a10": range(6, 11), "lying a11": range(11, 12)}
+SYMBOL = {"lying": "L", "upright": "|", "other": "~", "none": "."}
+GROUPS = {
+    "falls a01-a05": range(1, 6),
+    "non-falls a06-a10": range(6, 11),
+    "lying a11": range(11, 12),
+}
 
 
 @dataclass
@@ -80,29 +85,29 @@ def posture(landmarks: Any, width: int, height: int) -> tuple[str, float]:
     legs_seen = float(knees[:, 2].min()) > 0.3
     legs = tilt_deg(hips, knees[:, :2].mean(0)) if legs_seen else None
     head_low = pts[0, 1] >= hips[1] - 0.25 * float(np.linalg.norm(shoulders - hips))
-    if torso >= LYING_TORSO_DEG and (legs is None or legs >= LYING_LEGS_DEG):
-        # thighs far from vertical, or not seen; with unseen legs also require the head down at hip height
-        if legs is not None or head_low:
-            return "lying", torso
+    # lying: torso near horizontal, thighs far from vertical (thighs unseen: head down at hip level)
+    if torso >= LYING_TORSO_DEG and (head_low if legs is None else legs >= LYING_LEGS_DEG):
+        return "lying", torso
     if torso <= UPRIGHT_DEG and (legs is None or legs <= UPRIGHT_DEG):
         return "upright", torso
     return "other", torso
 
 
-def load(path: Path) -> tuple[float, list[tuple[float, float]], list[float]]:
+def load(path: Path) -> tuple[list[tuple[float, float]], list[float]]:
     doc = yaml.safe_load(path.read_text())
     facts = doc.get("facts") or {}
     dur = float(doc["duration_s"])
     lying = [
-        (float(s["start"]), dur if s.get("end") is None else float(s["end"])) for s in facts.get("lying") or []
+        (float(s["start"]), dur if s.get("end") is None else float(s["end"]))
+        for s in facts.get("lying") or []
     ]
-    return dur, lying, [float(f["start"]) for f in facts.get("falls") or []]
+    return lying, [float(f["start"]) for f in facts.get("falls") or []]
 
 
-def run_clip(path: Path, fps: float, static: bool) -> ClipResult:
+def run_clip(path: Path, fps: float, static: bool, hold_s: float) -> ClipResult:
     name = path.stem.split("__", 1)[1]
     activity, cam = int(name[1:3]), int(name[-1])
-    dur, lying, falls = load(path)
+    lying, falls = load(path)
     pose = mp.solutions.pose.Pose(static_image_mode=static, model_complexity=1)
     samples: list[Sample] = []
     with av.open(str(MEDIA / "upfall" / f"{name}.mp4")) as container:
@@ -123,26 +128,41 @@ def run_clip(path: Path, fps: float, static: bool) -> ClipResult:
                 samples.append(Sample(t, True, kind, deg, ms))
     pose.close()
     result = ClipResult(name, activity, cam, samples, lying, falls)
-    score(result, dur)
+    score(result, hold_s)
     return result
 
 
-def score(r: ClipResult, dur: float) -> None:
+def held(samples: list[Sample], hold_s: float) -> list[tuple[float, str]]:
+    """(t, posture), a pose dropout of at most hold_s keeping the last posture seen."""
+    out: list[tuple[float, str]] = []
+    last_found = -1e9
+    for smp in samples:
+        if smp.found:
+            last_found = smp.t
+            out.append((smp.t, smp.posture))
+        else:
+            keep = bool(out) and smp.t - last_found <= hold_s + 1e-6
+            out.append((smp.t, out[-1][1] if keep else "none"))
+    return out
+
+
+def score(r: ClipResult, hold_s: float) -> None:
+    seq = held(r.samples, hold_s)
     # fall: a lying sample confirmed by the next sample, with an upright sample in the 2 s before it
     last_upright: float | None = None
     armed = True
-    s = r.samples
-    for i, cur in enumerate(s):
-        if cur.posture == "upright":
-            last_upright, armed = cur.t, True
-        elif cur.posture == "lying" and armed and last_upright is not None:
-            confirmed = i + 1 < len(s) and s[i + 1].posture == "lying"
-            if confirmed and cur.t - last_upright <= FALL_WINDOW_S:
+    for i, (t, kind) in enumerate(seq):
+        if kind == "upright":
+            last_upright, armed = t, True
+        elif kind == "lying" and armed and last_upright is not None:
+            confirmed = i + 1 < len(seq) and seq[i + 1][1] == "lying"
+            if confirmed and t - last_upright <= FALL_WINDOW_S:
                 r.fall_times.append(last_upright)
                 armed = False
     matched: set[int] = set()
     for ft in r.fall_times:
-        hit = next((j for j, st in enumerate(r.fall_starts) if j not in matched and abs(ft - st) <= FALL_TOL_S), None)
+        near = [j for j, st in enumerate(r.fall_starts) if abs(ft - st) <= FALL_TOL_S]
+        hit = next((j for j in near if j not in matched), None)
         if hit is None:
             r.false_falls += 1
         else:
@@ -151,12 +171,12 @@ def score(r: ClipResult, dur: float) -> None:
     # "lying for 5 s" alert: first time every sample of the last 5 s says lying
     alerts: list[float] = []
     run_start: float | None = None
-    for cur in s:
-        if cur.posture != "lying":
+    for t, kind in seq:
+        if kind != "lying":
             run_start = None
             continue
-        run_start = cur.t if run_start is None else run_start
-        if cur.t - run_start >= LYING_ALERT_S - 1e-6 and (not alerts or alerts[-1] < run_start):
+        run_start = t if run_start is None else run_start
+        if t - run_start >= LYING_ALERT_S - 1e-6 and (not alerts or alerts[-1] < run_start):
             alerts.append(run_start)
     spells = [(a, b) for a, b in r.lying if b - a >= LYING_ALERT_S]
     r.lying_spells = len(spells)
@@ -179,7 +199,8 @@ def row(label: str, rs: list[ClipResult]) -> str:
     pred = sum(s.posture == "lying" for _, s in samples)
     truth = sum(is_lying(r, s.t) for r, s in samples)
     falls = sum(len(r.fall_starts) for r in rs)
-    ms = [s.ms for r in rs for s in r.samples[1:]] or [float("nan")]  # skip each clip's first (warm-up) call
+    # skip each clip's first call (model warm-up, ~230 ms)
+    ms = [s.ms for r in rs for s in r.samples[1:]] or [float("nan")]
     prec = f"{tp / pred:.2f}" if pred else "  - "
     rec = f"{tp / truth:.2f}" if truth else "  - "
     fall = f"{sum(r.fall_hits for r in rs)}/{falls}" if falls else "  - "
@@ -195,21 +216,26 @@ def row(label: str, rs: list[ClipResult]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fps", type=float, default=2.0)
-    ap.add_argument("--static", action="store_true", help="static_image_mode (no landmark tracking)")
+    ap.add_argument("--static", action="store_true", help="static_image_mode (no ROI tracking)")
+    ap.add_argument("--hold", type=float, default=1.0, help="s a pose dropout keeps the posture")
     ap.add_argument("--only", default="", help="substring filter on clip names")
-    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     results: list[ClipResult] = []
     for path in sorted(LABELS.glob("upfall__a*_trial*_cam*.yaml")):
         if args.only not in path.stem:
             continue
-        r = run_clip(path, args.fps, args.static)
+        r = run_clip(path, args.fps, args.static, args.hold)
         results.append(r)
         if args.verbose:
-            seq = "".join({"lying": "L", "upright": "|", "other": "~", "none": "."}[s.posture] for s in r.samples)
-            print(f"{r.name}: falls {r.fall_starts} -> {[round(x, 1) for x in r.fall_times]} {seq[:90]}")
+            seq = "".join(SYMBOL[s.posture] for s in r.samples)
+            found = [round(x, 1) for x in r.fall_times]
+            print(f"{r.name}: falls {r.fall_starts} -> {found} {seq[:90]}")
     mode = "static" if args.static else "tracking"
-    print(f"\nMediaPipe pose_landmark_full, {mode} mode, {args.fps:g} fps, whole 640x480 frame")
+    print(
+        f"\nMediaPipe pose_landmark_full, {mode} mode, {args.fps:g} fps, whole 640x480 frame, "
+        f"dropout hold {args.hold:g} s (fall / 5 s alert only; lyP/lyR are raw per frame)"
+    )
     print(
         f"{'group':<22}{'clips':>4}{'frames':>6}{'pose':>8}{'lyP':>7}{'lyR':>7}{'ly5s':>7}"
         f"{'lyFP':>6}{'falls':>7}{'FP':>6}{'ms':>7}{'ms90':>7}"

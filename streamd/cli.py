@@ -10,33 +10,47 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from streamd.config import Config, load_config
-from streamd.errors import ConfigError, QueryError, RuleCompileError, StreamdError
+from streamd.config import Config, SecretScrubber, load_config, redact_url
+from streamd.config.secrets import secrets_in
+from streamd.errors import (
+    ConfigError,
+    QueryError,
+    RuleCompileError,
+    SchemaMissing,
+    StreamdError,
+)
 
 log = logging.getLogger("streamd")
 
 
 class _Redact(logging.Filter):
-    """Last line of defence: scrub `user:password@` from any log message."""
+    """Last line of defence: scrub URL passwords, and every secret of the loaded config, from
+    each log message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scrub = SecretScrubber()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        import re
-
         msg = record.getMessage()
-        clean = re.sub(r"(\w+://[^:/@\s]*:)[^@\s/]+@", r"\1***@", msg)
+        clean = self.scrub(msg)
         if clean != msg:
             record.msg, record.args = clean, None
         return True
 
 
+_REDACT = _Redact()
+
+
 def _setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_Redact())
+    handler.addFilter(_REDACT)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -56,19 +70,34 @@ def _config(args: argparse.Namespace) -> Config:
     if args.config is None:
         from streamd.daemon import demo_config
 
-        return demo_config()
-    return load_config(Path(args.config))
+        cfg = demo_config()
+    else:
+        cfg = load_config(Path(args.config))
+    # From here on no log line carries one of this config's secrets.
+    _REDACT.scrub.add(secrets_in(cfg.model_dump(mode="python", context=None)))
+    _REDACT.scrub.add(_secret_values(cfg))
+    return cfg
+
+
+def _secret_values(cfg: Config) -> list[str]:
+    """The SecretStr values model_dump masks: tokens and passwords from the environment."""
+    values = [cfg.api.token, cfg.mqtt.password if cfg.mqtt else None]
+    values += [s.credential for s in cfg.webrtc.ice_servers]
+    for cam in cfg.cameras.values():
+        if cam.webrtc is not None and not isinstance(cam.webrtc, str):
+            values.append(cam.webrtc.token)
+    return [v.get_secret_value() for v in values if v is not None]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from streamd.config.sources import check_sources
     from streamd.rules.compiler import compile_config_rule
 
     cfg = _config(args)
-    errors = 0
-    print(f"config OK: {len(cfg.cameras)} camera(s), {len(cfg.rules)} rule(s)")
+    scrub = _REDACT.scrub
+    errors = check_sources(cfg)
+    lines = []
     for name, cam in cfg.cameras.items():
-        from streamd.config import redact_url
-
         if cam.url:
             src = redact_url(cam.url)
         elif cam.file:
@@ -79,26 +108,36 @@ def cmd_check(args: argparse.Namespace) -> int:
             src = f"WebRTC WHEP pull from {redact_url(cam.webrtc.whep)}"
         else:
             src = "generated demo scene"
-        print(f"  camera {name}: {src} at {cam.fps:g} fps, window {cam.window_tokens} tokens")
+        lines.append(
+            f"  camera {name}: {src} at {cam.fps:g} fps, window {cam.window_tokens} tokens"
+        )
     for i, rule in enumerate(cfg.rules):
         try:
             plan = compile_config_rule(cfg, rule)
         except RuleCompileError as exc:
-            print(f"error: rules[{i}] ({rule.name}): {exc}", file=sys.stderr)
-            errors += 1
+            errors.append(f"rules[{i}] ({rule.name}): {exc}")
             continue
         cams = ", ".join(rule.cameras) if rule.cameras else "all cameras"
-        print(f"  rule {rule.name} [{cams}]: {rule.text!r}")
-        lines = plan.explain()
-        print(f"    plan: {lines[0]}")
-        for line in lines[1:]:
-            print(f"      {line}")
-        print(
+        lines.append(f"  rule {rule.name} [{cams}]: {rule.text!r}")
+        plan_lines = plan.explain()
+        lines.append(f"    plan: {plan_lines[0]}")
+        lines += [f"      {line}" for line in plan_lines[1:]]
+        lines.append(
             f"    options: cooldown {rule.cooldown_s:g} s, clear {rule.clear_s:g} s, "
             f"severity {rule.severity}"
         )
-        print(f"    ir: {json.dumps(plan.ir_json(), separators=(',', ':'))}")
-    return 2 if errors else 0
+        lines.append(f"    ir: {json.dumps(plan.ir_json(), separators=(',', ':'))}")
+    if warning := cfg.api.exposure_warning():
+        print(f"warning: {warning}", file=sys.stderr)
+    for line in lines:
+        print(scrub(line))
+    for error in errors:
+        print(f"error: {scrub(error)}", file=sys.stderr)
+    if errors:
+        print(f"config has {len(errors)} error(s)", file=sys.stderr)
+        return 2
+    print(f"config OK: {len(cfg.cameras)} camera(s), {len(cfg.rules)} rule(s)")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -119,7 +158,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _fmt_time(epoch: float | None) -> str:
-    from datetime import datetime
 
     if epoch is None:
         return "active"
@@ -128,28 +166,41 @@ def _fmt_time(epoch: float | None) -> str:
 
 def _db_url(args: argparse.Namespace) -> str:
     if getattr(args, "db", None):
+        from pydantic import ValidationError
+
         from streamd.config import DatabaseConfig
 
-        return DatabaseConfig(url=args.db).url
+        try:
+            return DatabaseConfig(url=args.db).url
+        except ValidationError as exc:
+            why = "; ".join(e["msg"] for e in exc.errors(include_input=False))
+            raise ConfigError(f"--db: {why}") from None
     return _config(args).database.url
 
 
-def cmd_events(args: argparse.Namespace) -> int:
-    from streamd.events.db import make_engine, upgrade
-    from streamd.events.store import EventStore
+def _time_arg(value: str | None, option: str) -> datetime | None:
     from streamd.timeparse import parse_time
 
+    if value is None:
+        return None
     try:
-        since = parse_time(args.since) if args.since else None
-        until = parse_time(args.until) if args.until else None
+        return parse_time(value)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(f"{option}: {exc}") from None
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from streamd.events.db import make_engine, require_current
+    from streamd.events.store import EventStore
+
+    since, until = _time_arg(args.since, "--since"), _time_arg(args.until, "--until")
     if since and until and since > until:
         raise ConfigError("--since is after --until")
     url = _db_url(args)
 
     async def go() -> list[dict[str, Any]]:
-        await upgrade(url)
+        # Read-only: a wrong path or an old database is reported, never created or migrated.
+        await require_current(url)
         engine = make_engine(url)
         try:
             store = EventStore(engine, Path("."), None)
@@ -191,6 +242,19 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _limit(most: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+        if not 1 <= n <= most:
+            raise argparse.ArgumentTypeError(f"must be between 1 and {most}, got {n}")
+        return n
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamd", description=__doc__)
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
@@ -214,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rule")
     sp.add_argument("--since", help="ISO time, epoch, or a span ago (15m, 2h, 1d)")
     sp.add_argument("--until")
-    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--limit", type=_limit(100_000), default=50, help="at most 100000")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_events)
 
@@ -249,11 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.log_level)
     try:
         rc: int = args.func(args)
-    except (ConfigError, RuleCompileError, QueryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, RuleCompileError, QueryError, SchemaMissing) as exc:
+        print(f"error: {_REDACT.scrub(str(exc))}", file=sys.stderr)
         return 2
     except StreamdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_REDACT.scrub(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -13,22 +13,26 @@ import contextlib
 import logging
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streamd.api import ApiState, serve_api
-from streamd.config import Config, MqttConfig
+from streamd.config import CameraConfig, Config, MqttConfig
 from streamd.events.change import EventChange
 from streamd.events.db import DatabaseError, make_engine, upgrade
+from streamd.events.discovery import CameraDevice, api_base_url
 from streamd.events.mqtt import MqttPublisher, probe_broker
 from streamd.events.rule_store import RuleStore
 from streamd.events.store import EventStore
 from streamd.events.topics import database_topic
 from streamd.events.writer import EventWriter
+from streamd.metrics import Metrics
+from streamd.ops import Operations
 from streamd.perception.detector import YOLOX_NANO_SHA256, load_detector
 from streamd.perception.geometry import Detector
 from streamd.pipeline import CameraPipeline
@@ -90,11 +94,13 @@ class Daemon:
         await upgrade(cfg.database.url)
         engine = make_engine(cfg.database.url)
         mqtt = await _choose_mqtt(cfg)
+        base_url = api_base_url(cfg.api)
         store = EventStore(
             engine,
             cfg.data_dir / "snapshots",
             mqtt.topic_prefix if mqtt else None,
-            snapshot_url_base=f"http://{cfg.api.listen}/api/events" if cfg.api.enabled else None,
+            # The store appends /api/events/<id>/snapshot.jpg (a base with that path doubled it).
+            snapshot_url_base=base_url,
         )
         writer = EventWriter(
             store,
@@ -135,10 +141,14 @@ class Daemon:
         enabled = [name for name, cam in cfg.cameras.items() if cam.enabled]
         windows = await asyncio.to_thread(open_windows, cfg, enabled)
 
+        recorded: Counter[tuple[str, str]] = Counter()  # for /metrics: events opened and logged
+
         async def sink(change: EventChange) -> None:
             # Never raises for the database: the writer buffers through outages (and logs
             # each change once it is durable).
             await writer.submit(change, str(change.details.get("severity", "warning")))
+            if change.kind == "new":
+                recorded[(change.camera, change.rule_name)] += 1
 
         pipelines = {
             name: CameraPipeline(
@@ -165,31 +175,43 @@ class Daemon:
         await rule_manager.load()
         publisher = None
         if mqtt is not None:
-            entities = [(c, r.name) for c, p in pipelines.items() for r, _ in p.rules]
-            publisher = MqttPublisher(mqtt, store, entities)
+
+            def entities() -> list[tuple[str, str]]:
+                # Read live: rules added or removed through the API change these lists.
+                return [(c, r.name) for c, p in pipelines.items() for r, _ in p.rules]
+
+            publisher = MqttPublisher(
+                mqtt,
+                store,
+                entities,
+                cameras={
+                    c: CameraDevice(c, camera_model(cam))
+                    for c, cam in cfg.cameras.items()
+                    if cam.enabled
+                },
+                base_url=api_base_url(cfg.api),
+            )
             status_topic, pub_ = database_topic(mqtt.topic_prefix), publisher
             writer.on_status = lambda st: pub_.publish_direct(status_topic, st.model_dump_json())
             pub_.publish_direct(status_topic, writer.status().model_dump_json())
+        ops = Operations(cfg, store, pipelines, publisher)
         api_state = ApiState(
             cfg,
             store,
             pipelines,
             plans,
+            metrics=Metrics(
+                store,
+                pipelines,
+                publisher,
+                ops,
+                windows.windows if windows is not None else None,
+                recorded,
+                writer,
+            ),
             search=windows.search if windows is not None else None,
             rules=rule_manager,
         )
-        api_state.metrics.append(writer.metrics)
-        if windows is not None:
-            api_state.metrics.append(windows.metrics)
-        if publisher is not None:
-            pub = publisher
-            api_state.metrics.append(
-                lambda: [
-                    f"streamd_mqtt_connected {int(pub.stats.connected)}",
-                    f"streamd_mqtt_published_total {pub.stats.published}",
-                    f"streamd_mqtt_reconnects_total {pub.stats.reconnects}",
-                ]
-            )
 
         log.info(
             "streamd running: %d camera(s), %d rule(s), database %s",
@@ -203,7 +225,7 @@ class Daemon:
                     tg.create_task(publisher.run(), name="mqtt") if publisher is not None else None
                 )
                 writer_task = tg.create_task(writer.run(), name="event-writer")
-                work = tg.create_task(self._work(pipelines, api_state, store), name="supervisor")
+                work = tg.create_task(self._work(pipelines, api_state, ops), name="supervisor")
                 await stop.wait()
                 log.info("shutting down")
                 work.cancel()
@@ -216,6 +238,7 @@ class Daemon:
                 await asyncio.wait([writer_task])
                 await writer.shutdown(WRITER_SHUTDOWN_S)
                 if pub_task is not None:
+                    ops.publish_stopped()  # sent by the publisher's shutdown, before offline
                     pub_task.cancel()
         finally:
             if windows is not None:
@@ -223,25 +246,11 @@ class Daemon:
                 await asyncio.to_thread(windows.close)
 
     async def _work(
-        self, pipelines: dict[str, CameraPipeline], api_state: ApiState, store: EventStore
+        self, pipelines: dict[str, CameraPipeline], api_state: ApiState, ops: Operations
     ) -> None:
         cfg = self.config
         scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(
-            _retention,
-            "interval",
-            hours=1,
-            args=[store, cfg.retention.events_days],
-            next_run_time=datetime.now(UTC) + timedelta(seconds=30),
-            id="retention",
-        )
-        scheduler.add_job(
-            _health,
-            "interval",
-            seconds=cfg.retention.health_interval_s,
-            args=[pipelines],
-            id="health",
-        )
+        ops.schedule(scheduler)  # retention, health log, <prefix>/stats, camera status
         scheduler.start()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -253,43 +262,22 @@ class Daemon:
             scheduler.shutdown(wait=False)
 
 
-async def _retention(store: EventStore, days: float) -> None:
-    cutoff = datetime.now(UTC) - timedelta(days=days)
-    try:
-        n = await store.delete_ended_before(cutoff)
-        sent = await store.outbox.purge_sent(datetime.now(UTC) - timedelta(days=1))
-    except DatabaseError as exc:
-        # An outage is reported by the event writer; the next hourly run catches up.
-        log.warning("retention skipped: %s", exc)
-        return
-    except Exception:
-        log.exception("retention job failed")
-        return
-    if n or sent:
-        log.info("retention: deleted %d events, %d sent outbox rows", n, sent)
-
-
-async def _health(pipelines: dict[str, CameraPipeline]) -> None:
-    for name, p in pipelines.items():
-        cam = p.camera
-        log.info(
-            "health %s: online=%s decoded=%d sampled=%d analysed=%d gated=%d dropped=%d "
-            "reconnects=%d",
-            name,
-            cam.health.online,
-            cam.stats.decoded,
-            cam.stats.sampled,
-            p.perception.stats.analysed,
-            p.perception.stats.gated,
-            cam.dropped,
-            cam.health.reconnects,
-        )
+def camera_model(cam: CameraConfig) -> str:
+    """What Home Assistant shows as the camera device's model."""
+    if cam.url is not None:
+        return "RTSP camera"
+    if cam.webrtc == "whip":
+        return "WebRTC camera (WHIP)"
+    if cam.webrtc is not None:
+        return "WebRTC camera (WHEP)"
+    if cam.file is not None:
+        return "video file"
+    return "demo scene"
 
 
 def demo_config(data_dir: Path = Path("streamd-data")) -> Config:
     """The embedded defaults `streamd run` uses with no config file."""
     from streamd.config import (
-        CameraConfig,
         DatabaseConfig,
         DetectorConfig,
         ModelConfig,

@@ -32,6 +32,10 @@ class RuleCompileError(StreamdError):
         super().__init__(" — ".join(parts))
 
 
+class SchemaMissing(StreamdError):
+    """A read-only command found no database, or one at another schema than this streamd's."""
+
+
 class SourceError(StreamdError):
     """A camera source failed (open, read or decode); the pipeline reconnects."""
 

@@ -13,13 +13,23 @@ from pathlib import Path
 import pytest
 from support.daemon import wait_for
 
+from streamd.config import MqttConfig
+from streamd.events.discovery import CameraDevice, Discovery
+
 pytestmark = pytest.mark.slow
 
+# `streamd events` before the daemon's first migration has finished
+_NOT_CREATED_YET = ("no database at", "is at schema none")
+
+_DISC = Discovery(MqttConfig())
 DEMO_TOPICS = (
     "streamd/available",
     "streamd/database",
     "streamd/demo/unattended-bag/state",
-    "homeassistant/binary_sensor/streamd_demo_unattended-bag/config",
+    "streamd/demo/status",
+    "streamd/demo/snapshot",
+    _DISC.rule_config_topic("demo", "unattended-bag"),
+    *(topic for topic, _ in _DISC.camera_entities(CameraDevice("demo"))),
 )
 
 
@@ -37,8 +47,11 @@ def test_run_without_config_alerts_within_a_minute(tmp_path: Path) -> None:
                 capture_output=True,
                 text=True,
                 timeout=30,
-                check=True,
+                check=False,
             )
+            if out.returncode == 2 and any(m in out.stderr for m in _NOT_CREATED_YET):
+                return []  # `events` only reads: the daemon has not created the database yet
+            assert out.returncode == 0, out.stderr
             rows: list[dict[str, object]] = json.loads(out.stdout)
             return rows
 

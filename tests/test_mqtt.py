@@ -28,6 +28,7 @@ import pytest
 from streamd.config import MqttConfig
 from streamd.events.change import EventChange, new_event_id
 from streamd.events.db import make_engine, upgrade
+from streamd.events.discovery import Discovery
 from streamd.events.mqtt import MqttPublisher, probe_broker
 from streamd.events.store import EventStore
 
@@ -305,16 +306,22 @@ async def test_publish_retained_state_discovery_and_offline(
         pub = publisher(shared_broker, prefix, store)
         task = asyncio.create_task(pub.run(), name="mqtt-publisher")
         try:
-            await sub.wait_for(topic_is(f"{prefix}/available", "online"))
+            disc = Discovery(MqttConfig(topic_prefix=prefix, discovery_prefix=ha))
             node = f"streamd_{prefix}"  # a non-default prefix gets its own HA device
-            disc = await sub.wait_for(topic_is(f"{ha}/binary_sensor/{node}_lobby_bag/config"))
-            config = json.loads(disc.payload)
+            assert disc.node == node
+            topic = disc.rule_config_topic("lobby", "bag")
+            assert topic.startswith(f"{ha}/binary_sensor/{node}/lobby_bag_")
+            config = json.loads((await sub.wait_for(topic_is(topic))).payload)
             assert config["state_topic"] == f"{prefix}/lobby/bag/state"
             assert (config["payload_on"], config["payload_off"]) == ("ON", "OFF")
             assert config["availability_topic"] == f"{prefix}/available"
-            assert config["unique_id"] == f"{node}_lobby_bag"
-            assert config["device"] == {"identifiers": [node], "name": node}
-            await sub.wait_for(topic_is(f"{ha}/binary_sensor/{node}_door_van/config"))
+            assert config["unique_id"] == f"{node}_{topic.split('/')[3]}"
+            assert config["device"]["identifiers"] == [f"{node}_lobby"]
+            await sub.wait_for(topic_is(disc.rule_config_topic("door", "van")))
+            # Every entity starts OFF, before `online`: never "unknown" until a first event.
+            off = await sub.wait_for(topic_is(f"{prefix}/lobby/bag/state", "OFF"))
+            online = await sub.wait_for(topic_is(f"{prefix}/available", "online"))
+            assert sub.messages.index(off) < sub.messages.index(online)
 
             t0 = time.time()
             eid = new_event_id(t0)
@@ -338,11 +345,12 @@ async def test_publish_retained_state_discovery_and_offline(
                 assert (online.payload, online.retain) == ("online", True)
                 assert not [m for m in late.messages if m.topic == f"{prefix}/events"]
 
+            mark_on = len(sub.messages)
             await store.record(change("end", eid, t0, t0 + 3.5))
             end = json.loads((await sub.wait_for(envelope_is(prefix, "end", eid))).payload)
             assert end["before"]["end_time"] is None
             assert end["after"]["end_time"] == pytest.approx(t0 + 3.5, abs=1e-6)
-            await sub.wait_for(topic_is(f"{prefix}/lobby/bag/state", "OFF"))
+            await sub.wait_for(topic_is(f"{prefix}/lobby/bag/state", "OFF"), start=mark_on)
             assert pub.stats.connected
         finally:
             mark = len(sub.messages)

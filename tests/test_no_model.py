@@ -39,6 +39,10 @@ def test_motion_only_mode_still_alerts_on_a_left_object(tmp_path: Path, clips_di
 
         def events() -> list[dict[str, object]]:
             out = proc.cli("events", "-c", str(proc.config_path), "--json")
+            if out.returncode == 2 and (
+                "no database at" in out.stderr or "schema none" in out.stderr
+            ):
+                return []  # `events` only reads: the daemon has not created the database yet
             assert out.returncode == 0, out.stderr
             rows: list[dict[str, object]] = json.loads(out.stdout)
             return rows

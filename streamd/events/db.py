@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from streamd.errors import StreamdError
+from streamd.errors import SchemaMissing, StreamdError
 
 log = logging.getLogger(__name__)
 
@@ -238,3 +238,55 @@ def _reason(exc: BaseException) -> str:
         cause = cause.__cause__
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
     return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+
+
+def _sqlite_revision(path: str) -> str | None:
+    """The Alembic revision of a SQLite file, read through a read-only connection: opening it
+    through the engine would switch the file to WAL, a write."""
+    import sqlite3
+
+    uri = f"{Path(path).expanduser().resolve().as_uri()}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=_SQLITE_BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot open SQLite database {path}: {exc}") from exc
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise DatabaseError(f"cannot read SQLite database {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
+        raise DatabaseError(f"cannot read SQLite database {path}: {exc}") from exc
+    finally:
+        conn.close()
+    return None if row is None else str(row[0])
+
+
+async def require_current(url: str | URL) -> None:
+    """Raise SchemaMissing unless the database exists at the newest schema.
+
+    For read-only commands (`streamd events`): unlike `upgrade`, this creates no file, table or
+    directory and changes nothing, so pointing one at a wrong path or an old database is safe.
+    """
+    from alembic.script import ScriptDirectory
+
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database or ""
+        if db in ("", ":memory:") or not await asyncio.to_thread(
+            lambda: Path(db).expanduser().is_file()
+        ):
+            raise SchemaMissing(
+                f"no database at {safe_url(parsed)}: start the daemon once, or run "
+                "`streamd db upgrade`, to create it"
+            )
+        current = await asyncio.to_thread(_sqlite_revision, db)
+    else:
+        current = await current_revision(parsed)
+    head = ScriptDirectory.from_config(alembic_config(parsed)).get_current_head()
+    if current != head:
+        raise SchemaMissing(
+            f"database {safe_url(parsed)} is at schema {current or 'none (no streamd tables)'}, "
+            f"this streamd reads {head}: run `streamd db upgrade` first"
+        )

@@ -1,5 +1,14 @@
 """MQTT publisher: drains the durable outbox to the broker, reconnecting forever.
 
+On every connection the order is: the outbox first (after a kill -9 the restart's pending `end`
+envelopes and OFF states), then Home Assistant discovery and an initial OFF for every entity
+whose state this process has not published yet, and only then `online`: Home Assistant never
+shows a stale ON from the previous run as available. Rules added or removed while running are
+announced or removed within `discovery_check_s`. Live messages (`<prefix>/stats`, camera status,
+latest snapshot, and `<prefix>/database`, which must get out while the database holding the
+outbox is down) bypass the outbox: the newest per topic goes out while connected, and retained
+ones are repeated after a reconnect.
+
 One long-running task (`MqttPublisher.run`) owned by the daemon's TaskGroup. It never loses a
 message: rows leave the outbox only once the broker acknowledged them (QoS 1 PUBACK), so a broker
 outage just delays them, and a message whose acknowledgement was lost is sent again (MQTT's
@@ -14,24 +23,35 @@ import contextlib
 import json
 import logging
 import random
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
 from aiomqtt import MqttError
 
 from streamd.config import MqttConfig
 from streamd.events.db import DatabaseError
+from streamd.events.discovery import OFFLINE, ONLINE, CameraDevice, Discovery
 from streamd.events.outbox import OutboxRow
+from streamd.events.snapshot import snapshot_relpath
 from streamd.events.store import EventStore
-from streamd.events.topics import STATE_OFF, STATE_ON, availability_topic, state_topic
+from streamd.events.topics import (
+    STATE_OFF,
+    availability_topic,
+    camera_snapshot_topic,
+    events_topic,
+    state_topic,
+)
 
 log = logging.getLogger(__name__)
 
-ONLINE = "online"
-OFFLINE = "offline"
-_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+__all__ = ["OFFLINE", "ONLINE", "MqttPublisher", "PublisherStats", "probe_broker"]
+
+_MAX_RETAINED_CONFIGS = 100_000
+
+Entities = Sequence[tuple[str, str]] | Callable[[], Iterable[tuple[str, str]]]
+Payload = str | bytes
 
 
 @dataclass(slots=True)
@@ -76,23 +96,25 @@ async def probe_broker(cfg: MqttConfig, timeout: float = 2.0) -> bool:  # noqa: 
         return False
 
 
-def _safe_id(name: str) -> str:
-    return _UNSAFE_ID_CHARS.sub("_", name)
-
-
 class MqttPublisher:
     """Publishes availability, Home Assistant discovery and the outbox to one broker.
 
-    `entities` are the (camera, rule name) pairs that get a binary_sensor in Home Assistant.
-    Timing parameters are injectable so that tests do not wait for production values.
+    `entities` are the (camera, rule name) pairs that get a binary_sensor in Home Assistant: a
+    fixed list, or a callable read again every `discovery_check_s` (rules added at run time).
+    `cameras` are the devices (default: the cameras named in the entities); `base_url` is the
+    HTTP API's, for each device's configuration_url. Timing parameters are injectable so that
+    tests do not wait for production values.
     """
 
     def __init__(
         self,
         cfg: MqttConfig,
         store: EventStore,
-        entities: Sequence[tuple[str, str]] = (),
+        entities: Entities = (),
         *,
+        cameras: Mapping[str, CameraDevice] | None = None,
+        base_url: str | None = None,
+        discovery_check_s: float = 1.0,
         keepalive: int = 60,
         timeout_s: float = 10.0,
         idle_wait_s: float = 5.0,
@@ -108,7 +130,10 @@ class MqttPublisher:
             )
         self.cfg = cfg
         self.store = store
-        self.entities = list(dict.fromkeys(entities))
+        self._entities = entities if callable(entities) else list(dict.fromkeys(entities))
+        self._cameras = dict(cameras) if cameras is not None else None
+        self.discovery = Discovery(cfg, base_url=base_url)
+        self.discovery_check_s = discovery_check_s
         self.keepalive = keepalive
         self.timeout_s = timeout_s
         self.idle_wait_s = idle_wait_s
@@ -120,10 +145,18 @@ class MqttPublisher:
         self._attempt = 0
         self._batch: asyncio.Task[int] | None = None
         self._stopping = False
-        # Retained messages that bypass the outbox (see `publish_direct`): latest per topic.
-        self._direct: dict[str, str] = {}
-        self._direct_unsent: set[str] = set()
+        # Entities whose config is on the broker, and retained topics this process has
+        # published (an entity with no state yet gets an initial OFF).
+        self._announced: set[tuple[str, str]] = set()
+        self._retained_sent: set[str] = set()
+        # Live messages: the newest (payload, retain, qos) per topic waiting to go out, and the
+        # retained ones already sent (repeated after a reconnect, in case the broker lost them).
+        self._live: dict[str, tuple[Payload, bool, int]] = {}
+        self._live_retained: dict[str, tuple[Payload, int]] = {}
+        # Logged once per database outage, not at every idle wait.
         self._outbox_failing = False
+        self._snapshot_pending: list[tuple[str, str]] = []
+        self._wake = asyncio.Event()
 
     @property
     def prefix(self) -> str:
@@ -132,6 +165,30 @@ class MqttPublisher:
     @property
     def availability_topic(self) -> str:
         return availability_topic(self.prefix)
+
+    @property
+    def entities(self) -> list[tuple[str, str]]:
+        """The (camera, rule) pairs that should have an entity now."""
+        pairs = self._entities() if callable(self._entities) else self._entities
+        return list(dict.fromkeys(pairs))
+
+    def cameras(self, entities: Iterable[tuple[str, str]]) -> dict[str, CameraDevice]:
+        if self._cameras is not None:
+            return self._cameras
+        return {camera: CameraDevice(camera) for camera, _ in entities}
+
+    def publish_live(
+        self, topic: str, payload: Payload, *, retain: bool = False, qos: int = 0
+    ) -> None:
+        """Queue a message that bypasses the outbox: only the newest per topic is kept, sent
+        while connected (retained ones again after a reconnect)."""
+        self._live[topic] = (payload, retain, qos)
+        self._wake.set()
+
+    def publish_direct(self, topic: str, payload: str) -> None:
+        """Publish a retained status message without the outbox, which lives in the database:
+        the database's own status must get out while it is down (QoS 1, latest per topic)."""
+        self.publish_live(topic, payload, retain=True, qos=1)
 
     def _client(self) -> aiomqtt.Client:
         client = aiomqtt.Client(
@@ -150,23 +207,6 @@ class MqttPublisher:
         # A whole batch is in flight at once; aiomqtt warns above this many pending calls.
         client.pending_calls_threshold = self.batch_size + 10
         return client
-
-    def publish_direct(self, topic: str, payload: str) -> None:
-        """Publish a retained status message without the outbox, which lives in the database:
-        the database's own status must get out while it is down. Only the latest payload per
-        topic is kept; it is sent as soon as the broker is connected, and again on reconnect."""
-        self._direct[topic] = payload
-        self._direct_unsent.add(topic)
-        self.store.outbox.new_messages.set()  # wakes the pump
-
-    async def _send_direct(self, client: aiomqtt.Client) -> None:
-        while self._direct_unsent:
-            topic = self._direct_unsent.pop()
-            try:
-                await client.publish(topic, self._direct[topic], qos=1, retain=True)
-            except BaseException:
-                self._direct_unsent.add(topic)
-                raise
 
     # -- the task --------------------------------------------------------------------------
 
@@ -211,11 +251,17 @@ class MqttPublisher:
             self.stats.connected = True
             log.info("MQTT connected to %s:%d as %s", self.cfg.host, self.cfg.port, self.prefix)
             try:
-                await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
+                # What the previous run left pending (its `end`s and OFFs) goes out before
+                # `online`, so nobody sees its stale ON as current.
+                with contextlib.suppress(DatabaseError):
+                    await self._drain_logged(client)
                 if self.cfg.discovery:
-                    for topic, payload in self.discovery_messages():
-                        await client.publish(topic, payload, qos=1, retain=True)
-                self._direct_unsent.update(self._direct)
+                    await self._announce_all(client)
+                await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
+                for topic, (payload, qos) in self._live_retained.items():
+                    self._live.setdefault(topic, (payload, True, qos))
+                await self._flush_live(client)
+                _raise_if_cancelled()
                 await self._serve(client)
             except asyncio.CancelledError:
                 self._stopping = True
@@ -257,31 +303,45 @@ class MqttPublisher:
         raise MqttError("MQTT publisher loop ended unexpectedly")
 
     async def _watch(self, client: aiomqtt.Client) -> None:
-        # Nothing is subscribed, so the iterator only ever ends, raising MqttError, when the
-        # connection drops: that notices a dead broker while idle, not at the next publish.
+        # Nothing is subscribed by now (the discovery listing unsubscribed), so the iterator only
+        # ends, raising MqttError, when the connection drops: that notices a dead broker while
+        # idle, not at the next publish. A late retained config from the listing is ignored.
         async for _ in client.messages:
             pass
         raise MqttError("MQTT message stream ended")
 
     async def _pump(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        next_drain = 0.0
         while True:
-            await self._send_direct(client)
-            try:
-                await self._drain(client)
-                self._outbox_failing = False
-            except DatabaseError as exc:
-                # The outbox will still be there when the database is back; the broker
-                # connection is fine, so keep it. Said once per outage, not every idle wait.
-                if not self._outbox_failing:
-                    log.warning("MQTT: cannot read the outbox: %s", exc)
-                self._outbox_failing = True
-            # The timeout is a safety net only: a commit from another process (e.g. a `streamd`
-            # CLI run) does not set the event.
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
-            # lands while the event is being set, and the daemon's shutdown then waits forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.idle_wait_s):
-                    await self.store.outbox.new_messages.wait()
+            _raise_if_cancelled()
+            if self.store.outbox.new_messages.is_set() or loop.time() >= next_drain:
+                # The idle deadline is a safety net only: a commit from another process (e.g.
+                # a `streamd` CLI run) does not set the event.
+                next_drain = loop.time() + self.idle_wait_s
+                with contextlib.suppress(DatabaseError):
+                    await self._drain_logged(client)
+            if self.cfg.discovery:
+                await self._sync_entities(client)
+            await self._flush_live(client)
+            self._wake.clear()
+            if self.store.outbox.new_messages.is_set() or self._live:
+                continue
+            wait = min(self.discovery_check_s, max(0.0, next_drain - loop.time()))
+            await _wait_any((self.store.outbox.new_messages, self._wake), wait)
+
+    async def _drain_logged(self, client: aiomqtt.Client) -> int:
+        try:
+            sent = await self._drain(client)
+        except DatabaseError as exc:
+            # The outbox will still be there when the database is back; the broker
+            # connection is fine, so keep it. Said once per outage, not every idle wait.
+            if not self._outbox_failing:
+                log.warning("MQTT: cannot read the outbox: %s", exc)
+            self._outbox_failing = True
+            raise
+        self._outbox_failing = False
+        return sent
 
     async def _drain(self, client: aiomqtt.Client) -> int:
         """Publish pending outbox rows until none are left; returns how many were sent."""
@@ -326,9 +386,30 @@ class MqttPublisher:
         if done:
             await self.store.outbox.mark_sent(done)
             self.stats.published += len(done)
+            acked = set(done)
+            for row in rows:
+                if row.id in acked:
+                    self._after_row(row)
         if failure is not None:
             raise failure
         return len(done)
+
+    def _after_row(self, row: OutboxRow) -> None:
+        """Bookkeeping for an acknowledged row; queues the camera's latest snapshot."""
+        if row.retain:
+            self._retained_sent.add(row.topic)
+        if row.topic != events_topic(self.prefix):
+            return
+        try:
+            doc = json.loads(row.payload)
+            after, before = doc["after"], doc["before"]
+            fresh = after["has_snapshot"] and (doc["type"] == "new" or not before["has_snapshot"])
+            camera, event_id = str(after["camera"]), str(after["id"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if fresh:
+            self._snapshot_pending.append((camera, event_id))
+            self._wake.set()
 
     async def _shutdown(self, client: aiomqtt.Client) -> None:
         """Last words before a clean disconnect; never raises (the caller re-raises the cancel)."""
@@ -341,6 +422,8 @@ class MqttPublisher:
             remaining = max(0.0, deadline - loop.time())
             sent = await asyncio.wait_for(self._drain(client), remaining)
             log.debug("MQTT: %d outbox rows sent at shutdown", sent)
+            # The cameras' final status (offline), queued by the daemon before cancelling us.
+            await asyncio.wait_for(self._flush_live(client), max(0.0, deadline - loop.time()))
         except (TimeoutError, MqttError, DatabaseError) as exc:
             log.warning(
                 "MQTT: outbox not drained at shutdown (%s); the rest goes out at the next start",
@@ -354,31 +437,155 @@ class MqttPublisher:
         except (TimeoutError, MqttError) as exc:
             log.warning("MQTT: could not publish offline at shutdown: %s", exc)
 
+    # -- live messages -----------------------------------------------------------------------
+
+    async def _flush_live(self, client: aiomqtt.Client) -> None:
+        if self._snapshot_pending:
+            latest = dict(self._snapshot_pending)
+            self._snapshot_pending.clear()
+            for camera, event_id in latest.items():
+                image = await asyncio.to_thread(self._read_snapshot, camera, event_id)
+                if image is not None:
+                    self._live[camera_snapshot_topic(self.prefix, camera)] = (image, True, 0)
+        while self._live:
+            topic, (payload, retain, qos) = next(iter(self._live.items()))
+            # Removed only once published: a lost connection leaves it for the next one.
+            await client.publish(topic, payload, qos=qos, retain=retain)
+            if self._live.get(topic) == (payload, retain, qos):
+                del self._live[topic]
+            if retain:
+                self._live_retained[topic] = (payload, qos)
+
+    def _read_snapshot(self, camera: str, event_id: str) -> bytes | None:
+        try:
+            path: Path = self.store.snapshot_dir / snapshot_relpath(camera, event_id)
+            return path.read_bytes()
+        except (OSError, ValueError) as exc:
+            log.debug("MQTT: no snapshot to publish for event %s: %s", event_id, exc)
+            return None
+
     # -- Home Assistant ----------------------------------------------------------------------
 
+    async def _announce_all(self, client: aiomqtt.Client) -> None:
+        """Every entity's config (retained), then an OFF for those with no state yet.
+
+        Configs this node left on the broker earlier that are no longer wanted (a rule deleted
+        or a camera removed while streamd was down) are removed with their retained state.
+        """
+        entities = self.entities
+        messages = self.discovery.announce(self.cameras(entities), entities)
+        wanted = {topic for topic, payload in messages if payload}
+        stale = await self._retained_configs(client)
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1, retain=True)
+        for topic, config in stale.items():
+            if topic in wanted:
+                continue
+            for clear, empty in self.discovery.stale_removal(topic, config):
+                await client.publish(clear, empty, qos=1, retain=True)
+                self._retained_sent.discard(clear)
+            log.info("Home Assistant: removed %s (no longer configured)", topic)
+        self._announced = set(entities)
+        await self._initial_states(client, entities)
+
+    async def _retained_configs(self, client: aiomqtt.Client) -> dict[str, str]:
+        """The node's retained discovery configs on the broker: topic → payload.
+
+        The broker sends retained messages when the subscription is made; a marker published
+        after subscribing comes back after them, so no guessing how long to listen. Bounded in
+        time and count; on timeout nothing is reported stale.
+        """
+        node_filter = self.discovery.node_config_filter()
+        marker = f"{self.prefix}/_discovery_sync/{random.getrandbits(64):016x}"
+        found: dict[str, str] = {}
+        await client.subscribe(node_filter, qos=1)
+        await client.subscribe(marker, qos=1)
+        try:
+            await client.publish(marker, "sync", qos=1)
+            async with asyncio.timeout(self.timeout_s):
+                async for msg in client.messages:
+                    topic = str(msg.topic)
+                    if topic == marker:
+                        return found
+                    if msg.retain and isinstance(msg.payload, bytes) and msg.payload:
+                        found[topic] = msg.payload.decode("utf-8", "replace")
+                    if len(found) > _MAX_RETAINED_CONFIGS:
+                        break
+        except TimeoutError:
+            log.warning("MQTT: no answer listing old discovery configs; none removed")
+        finally:
+            await client.unsubscribe(marker)
+            await client.unsubscribe(node_filter)
+        return {}
+
+    async def _initial_states(
+        self, client: aiomqtt.Client, entities: Iterable[tuple[str, str]]
+    ) -> None:
+        # Any event of this process that was ON has gone through the outbox already (drained
+        # before this), so an entity with nothing sent yet is truly OFF: every event left
+        # open by a previous run was ended at start.
+        for camera, rule in entities:
+            topic = state_topic(self.prefix, camera, rule)
+            if topic not in self._retained_sent:
+                await client.publish(topic, STATE_OFF, qos=1, retain=True)
+                self._retained_sent.add(topic)
+
+    async def _sync_entities(self, client: aiomqtt.Client) -> None:
+        """Announce rules added since the last look; remove those that are gone."""
+        entities = self.entities
+        current = set(entities)
+        added = [e for e in entities if e not in self._announced]
+        removed = sorted(self._announced - current)
+        if removed:
+            # A removed rule's open event was ended (and its OFF committed) before the rule
+            # left the pipelines: send that first, or it would re-create the retained state
+            # that the removal clears.
+            try:
+                await self._drain_logged(client)
+            except DatabaseError:
+                removed = []  # retried on the next pass, once the outbox is readable
+        cameras = self.cameras(entities)
+        for camera, rule in added:
+            device = cameras.get(camera) or CameraDevice(camera)
+            topic, payload = self.discovery.rule_entity(device, rule)
+            await client.publish(topic, payload, qos=1, retain=True)
+            self._announced.add((camera, rule))
+            log.info("Home Assistant: announced %s/%s", camera, rule)
+        await self._initial_states(client, added)
+        for camera, rule in removed:
+            for topic, payload in self.discovery.rule_removal(camera, rule):
+                await client.publish(topic, payload, qos=1, retain=True)
+                self._retained_sent.discard(topic)
+            self._announced.discard((camera, rule))
+            log.info("Home Assistant: removed %s/%s", camera, rule)
+
     def discovery_messages(self) -> list[tuple[str, str]]:
-        """(topic, JSON config) of each entity's binary_sensor, for Home Assistant discovery."""
-        # The default prefix keeps the plain "streamd" ids; another prefix (a second daemon on
-        # the same broker) gets its own, or the two would overwrite each other's entities.
-        node = "streamd"
-        if self.prefix != "streamd":
-            node = f"streamd_{_safe_id(self.prefix)}"
-        messages = []
-        for camera, rule in self.entities:
-            object_id = f"{node}_{_safe_id(camera)}_{_safe_id(rule)}"
-            config = {
-                "name": f"{camera} {rule}",
-                "unique_id": object_id,
-                "object_id": object_id,
-                "state_topic": state_topic(self.prefix, camera, rule),
-                "payload_on": STATE_ON,
-                "payload_off": STATE_OFF,
-                "availability_topic": self.availability_topic,
-                "payload_available": ONLINE,
-                "payload_not_available": OFFLINE,
-                "device_class": "problem",
-                "device": {"identifiers": [node], "name": node},
-            }
-            topic = f"{self.cfg.discovery_prefix}/binary_sensor/{object_id}/config"
-            messages.append((topic, json.dumps(config, separators=(",", ":"))))
-        return messages
+        """(topic, JSON config) of every entity, for Home Assistant discovery."""
+        entities = self.entities
+        return self.discovery.announce(self.cameras(entities), entities)
+
+
+def _raise_if_cancelled() -> None:
+    """Honour a cancel that a library swallowed.
+
+    On Python 3.11, asyncio.wait_for (which aiomqtt's publish uses for its acknowledgement)
+    returns normally when the cancel lands just as the awaited acknowledgement arrives; the task
+    then still counts the cancel request, so it is raised here instead of being lost (which
+    would leave the daemon's shutdown waiting on a publisher that keeps running).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _wait_any(events: Iterable[asyncio.Event], within: float) -> None:
+    """Until one of `events` is set or `within` seconds pass."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

@@ -72,6 +72,7 @@ class OutboxQueue:
             description=row.description,
             severity=row.severity,
             snapshot_url=url,
+            frame_time=to_epoch(row.ended_at if row.ended_at is not None else row.updated_at),
         )
 
     def add(

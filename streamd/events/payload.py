@@ -2,8 +2,9 @@
 
 Field names and meanings are public (docs/design.md, "Public contract"): Home Assistant blueprints
 and notifiers written for Frigate read `type`, `before`/`after`, `id`, `camera`, `label`,
-`start_time`, `end_time`, `score`, `top_score` and `has_snapshot`. New fields may be added; none may
-be renamed or change meaning.
+`start_time`, `end_time`, `score`, `top_score`, `has_snapshot`, `frame_time`, `current_zones`,
+`entered_zones`, `sub_label` and `false_positive`. New fields may be added; none may be renamed or
+change meaning.
 """
 
 from __future__ import annotations
@@ -32,6 +33,22 @@ class EventSide(BaseModel):
     description: str | None = Field(None, description="VLM verdict or explanation, if any.")
     severity: str = Field("warning", description="The rule's severity: info, warning, critical.")
     snapshot_url: str | None = Field(None, description="HTTP URL of the snapshot, if known.")
+    # Fields Frigate recipes read. Their values are honest, not placeholders that mimic Frigate:
+    # zones are not tracked per event yet (empty lists), nothing is ever reclassified.
+    frame_time: float = Field(
+        description="UTC epoch seconds of the newest observation behind this state: the end "
+        "time once ended, otherwise when the change was recorded."
+    )
+    current_zones: list[str] = Field(
+        default_factory=list, description="Zones the event's object is in now (none tracked yet)."
+    )
+    entered_zones: list[str] = Field(
+        default_factory=list, description="Zones the event's object entered (none tracked yet)."
+    )
+    sub_label: str | None = Field(None, description="Finer label; streamd sets none.")
+    false_positive: bool = Field(
+        False, description="Always false: an event streamd publishes is one it stands by."
+    )
 
 
 class EventEnvelope(BaseModel):

@@ -121,8 +121,9 @@ class MqttWatcher:
 
     def start(self) -> MqttWatcher:
         self.proc = subprocess.Popen(
+            # -T: the cameras' latest snapshots are JPEG bytes, not lines of text.
             ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), "-q", "1", "-v",
-             "-t", f"{self.prefix}/#"],
+             "-t", f"{self.prefix}/#", "-T", f"{self.prefix}/+/snapshot"],
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip

@@ -116,6 +116,8 @@ class PersistentSubscriber:
         client.subscribe(f"{self.prefix}/#", qos=1)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic.endswith("/snapshot"):
+            return  # a camera's latest snapshot: JPEG bytes, not text, and not counted here
         with self._lock:
             self.messages.append(Received(msg.topic, msg.payload.decode(), bool(msg.retain)))
 

@@ -176,7 +176,8 @@ class Publisher:
     async def publish(self, api: Api, camera: str, token: str | None) -> httpx.Response:
         from aiortc import RTCSessionDescription
 
-        headers = {"Content-Type": "application/sdp"}
+        # As a page on another origin publishes: the answer must carry CORS headers for it.
+        headers = {"Content-Type": "application/sdp", "Origin": "http://elsewhere.example"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         r = await api.http.post(f"/api/whip/{camera}", content=await self.offer(), headers=headers)

@@ -1,0 +1,36 @@
+"""GET /api/cameras: each camera's health and counters (the contract's fields and more)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from streamd.api.errors import responses
+from streamd.api.state import Authorized, State
+
+router = APIRouter(tags=["cameras"], dependencies=Authorized)
+
+
+@router.get("/api/cameras", summary="Camera health and counters", responses=responses())
+async def cameras(st: State) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, p in st.pipelines.items():
+        cam = p.camera
+        out[name] = {
+            "source": cam.spec.display,
+            "online": cam.health.online,
+            "fps": p.config.fps,
+            "width": cam.stats.width,
+            "height": cam.stats.height,
+            "decoded_frames": cam.stats.decoded,
+            "sampled_frames": cam.stats.sampled,
+            "dropped_frames": cam.dropped,
+            "analysed_frames": p.perception.stats.analysed,
+            "gated_frames": p.perception.stats.gated,
+            "reconnects": cam.health.reconnects,
+            "last_error": cam.stats.last_error or None,
+            "rules": [r.name for r, _ in p.rules],
+            "window": p.window.describe() if p.window is not None else None,
+        }
+    return out
