@@ -150,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
-        uvloop.run(Daemon(cfg).run())
+        uvloop.run(Daemon(cfg, Path(args.config) if args.config else None).run())
     except StreamdError as exc:
         log.error("%s", exc)
         return 1

@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streamd.api import ApiState, serve_api
 from streamd.config import CameraConfig, Config, MqttConfig
+from streamd.config.loader import load_config
+from streamd.errors import StreamdError
 from streamd.events.change import EventChange
 from streamd.events.db import DatabaseError, make_engine, upgrade
 from streamd.events.discovery import CameraDevice, api_base_url
@@ -36,10 +38,13 @@ from streamd.ops import Operations
 from streamd.perception.detector import YOLOX_NANO_SHA256, load_detector
 from streamd.perception.geometry import Detector
 from streamd.pipeline import CameraPipeline
-from streamd.rules.compiler import compile_config_rule
+from streamd.rules.compiler import compile_config_rule, verification_for
 from streamd.rules.evaluate import site_zone
 from streamd.rules.manager import RuleManager
 from streamd.rules.plan import Plan
+from streamd.verify import Verifier, load_verifier
+from streamd.verify.config import RuleVerifyConfig
+from streamd.verify.gate import VerifyGate
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,8 @@ async def _choose_mqtt(cfg: Config) -> MqttConfig | None:
 @dataclass
 class Daemon:
     config: Config
+    config_path: Path | None = None  # where SIGHUP reloads the rules from
+    _hup: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         cfg = self.config
@@ -88,6 +95,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self._hup.set)
 
         plans = compile_plans(cfg)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +118,11 @@ class Daemon:
             journal_max_bytes=int(cfg.database.journal_max_mb * 1024 * 1024),
         )
         try:
-            await self._serve(cfg, stop, plans, engine, mqtt, store, writer)
+            async with contextlib.AsyncExitStack() as stack:
+                verifier = None
+                if cfg.verify is not None:
+                    verifier = await stack.enter_async_context(load_verifier(cfg.verify))
+                await self._serve(cfg, stop, plans, engine, mqtt, store, writer, verifier)
         finally:
             writer.close()  # releases the data_dir lock on any failure
             await engine.dispose()
@@ -124,6 +137,7 @@ class Daemon:
         mqtt: MqttConfig | None,
         store: EventStore,
         writer: EventWriter,
+        verifier: Verifier | None,
     ) -> None:
         # Changes a crash left in the journal go in first: they may open events that the next
         # step has to end.
@@ -150,13 +164,22 @@ class Daemon:
             if change.kind == "new":
                 recorded[(change.camera, change.rule_name)] += 1
 
+        def policy_for(rule_name: str) -> RuleVerifyConfig | None:
+            found = rule_manager.config_rules.get(rule_name) or rule_manager.api_rules.get(
+                rule_name
+            )
+            return None if found is None else verification_for(found[1], found[0])
+
+        # Between rules and events: verified rules' events wait here for the VLM's verdict.
+        gate = VerifyGate(verifier, policy_for, sink)
+
         pipelines = {
             name: CameraPipeline(
                 name,
                 cam,
                 [(r, plans[r.name]) for r in cfg.rules_for(name)],
                 detector,
-                sink,
+                gate.submit,
                 segment_s=cfg.segment_s,
                 webrtc=cfg.webrtc,
                 tz=site_zone(cfg.site.timezone),
@@ -168,7 +191,7 @@ class Daemon:
         rule_manager = RuleManager(
             pipelines,
             RuleStore(engine),
-            sink,
+            gate.submit,
             {r.name: (r, plans[r.name]) for r in cfg.rules},
             config=cfg,
         )
@@ -211,6 +234,8 @@ class Daemon:
             ),
             search=windows.search if windows is not None else None,
             rules=rule_manager,
+            reload=lambda: self.reload_rules(rule_manager),
+            verdicts=gate.last_verdicts,
         )
 
         log.info(
@@ -225,7 +250,9 @@ class Daemon:
                     tg.create_task(publisher.run(), name="mqtt") if publisher is not None else None
                 )
                 writer_task = tg.create_task(writer.run(), name="event-writer")
-                work = tg.create_task(self._work(pipelines, api_state, ops), name="supervisor")
+                work = tg.create_task(
+                    self._work(pipelines, api_state, ops, rule_manager), name="supervisor"
+                )
                 await stop.wait()
                 log.info("shutting down")
                 work.cancel()
@@ -233,7 +260,8 @@ class Daemon:
                 now = time.time()
                 for p in pipelines.values():
                     for change in p.close(now):
-                        await sink(change)
+                        await gate.submit(change)
+                await gate.drain()  # verdicts in flight still decide what is logged
                 writer_task.cancel()
                 await asyncio.wait([writer_task])
                 await writer.shutdown(WRITER_SHUTDOWN_S)
@@ -245,8 +273,37 @@ class Daemon:
                 # Seals each window's active segment: a restart resumes all of it.
                 await asyncio.to_thread(windows.close)
 
+    async def reload_rules(self, manager: RuleManager) -> dict[str, list[str]]:
+        """Re-read the config file and swap its rules in (all or nothing); cameras stay."""
+        if self.config_path is None:
+            raise StreamdError("running the built-in demo: there is no config file to reload")
+        new = await asyncio.to_thread(load_config, self.config_path)
+        if new.cameras != self.config.cameras:
+            raise StreamdError(
+                "camera settings changed in the file: restart streamd to apply them "
+                "(rules were not reloaded)"
+            )
+        changed = await manager.reload(new)
+        self.config = new
+        return changed
+
+    async def _on_hangup(self, manager: RuleManager) -> None:
+        while True:
+            await self._hup.wait()
+            self._hup.clear()
+            try:
+                changed = await self.reload_rules(manager)
+            except StreamdError as exc:
+                log.error("SIGHUP: rules not reloaded: %s", exc)
+            else:
+                log.info("SIGHUP: rules reloaded from %s: %s", self.config_path, changed)
+
     async def _work(
-        self, pipelines: dict[str, CameraPipeline], api_state: ApiState, ops: Operations
+        self,
+        pipelines: dict[str, CameraPipeline],
+        api_state: ApiState,
+        ops: Operations,
+        rule_manager: RuleManager,
     ) -> None:
         cfg = self.config
         scheduler = AsyncIOScheduler(timezone=UTC)
@@ -258,6 +315,7 @@ class Daemon:
                     tg.create_task(p.run(), name=f"camera-{name}")
                 if cfg.api.enabled:
                     tg.create_task(serve_api(api_state), name="api")
+                tg.create_task(self._on_hangup(rule_manager), name="sighup")
         finally:
             scheduler.shutdown(wait=False)
 

@@ -10,24 +10,33 @@ from streamd.api.errors import responses
 from streamd.api.params import RuleName
 from streamd.api.state import ApiState, Authorized, State
 from streamd.config import RuleConfig
-from streamd.errors import RuleCompileError
+from streamd.errors import ConfigError, RuleCompileError, StreamdError
 from streamd.rules.manager import RuleConflict, RuleManager, UnknownRule
 from streamd.rules.plan import Plan
 
 router = APIRouter(tags=["rules"], dependencies=Authorized)
 
 
-def rule_json(rule: RuleConfig, plan: Plan, source: str) -> dict[str, Any]:
-    return {
+def rule_json(
+    rule: RuleConfig, plan: Plan, source: str, st: ApiState | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "name": rule.name,
         "text": rule.text,
         "cameras": rule.cameras,
         "plan": plan.describe(),
+        "ir": plan.ir_json(),
         "cooldown_s": rule.cooldown_s,
         "clear_s": rule.clear_s,
         "severity": rule.severity,
+        "verify": rule.verify.model_dump(),
         "source": source,
     }
+    if st is not None and st.rules is not None:
+        # live state per camera: holding since, open events; and the last verdict
+        out["live"] = [r.state() for r in st.rules.runners(rule.name)]
+        out["last_verdict"] = st.verdicts.get(rule.name)
+    return out
 
 
 def _manager(st: ApiState) -> RuleManager:
@@ -39,7 +48,7 @@ def _manager(st: ApiState) -> RuleManager:
 @router.get("/api/rules", summary="Every rule with its compiled plan", responses=responses())
 async def rules(st: State) -> list[dict[str, Any]]:
     if st.rules is not None:
-        return [rule_json(r, p, src) for r, p, src in st.rules.all()]
+        return [rule_json(r, p, src, st) for r, p, src in st.rules.all()]
     return [rule_json(r, st.plans[r.name], "config") for r in st.config.rules]
 
 
@@ -66,6 +75,26 @@ async def add_rule(st: State, rule: RuleConfig) -> dict[str, Any]:
     except UnknownRule as exc:
         raise HTTPException(400, str(exc)) from exc
     return rule_json(rule, plan, "api")
+
+
+@router.post(
+    "/api/rules/reload",
+    summary="Re-read the config file's rules (all or nothing; camera connections stay)",
+    responses=responses(
+        400, 409, 503, e400="The file or one of its rules is invalid: nothing changed",
+        e409="Cameras changed in the file (restart to apply), or there is no file (demo)",
+        e503="Rules cannot be changed on this server",
+    ),
+)  # fmt: skip
+async def reload_rules(st: State) -> dict[str, list[str]]:
+    if st.reload is None:
+        raise HTTPException(503, "this server has no config file to reload")
+    try:
+        return await st.reload()
+    except (ConfigError, RuleCompileError, RuleConflict) as exc:
+        raise HTTPException(400, str(exc)) from exc
+    except StreamdError as exc:
+        raise HTTPException(409, str(exc)) from exc
 
 
 @router.delete(

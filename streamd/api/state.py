@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
@@ -28,6 +29,8 @@ class ApiState:
     metrics: Metrics | None = None  # None: cameras and SQL counts only
     search: WindowSearch | None = None  # None: the token window is disabled
     rules: RuleManager | None = None  # None: rules are read-only (tests, tools)
+    reload: Callable[[], Awaitable[dict[str, list[str]]]] | None = None  # re-read the file
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)  # rule → last verdict
 
 
 def get_state(request: Request) -> ApiState:

@@ -17,6 +17,7 @@ from streamd.config.rules import RuleConfig
 from streamd.config.site import SiteConfig
 from streamd.config.webrtc import WebRtcConfig
 from streamd.config.window import WindowConfig
+from streamd.verify.config import VerifyConfig
 
 
 class Config(StrictModel):
@@ -34,6 +35,9 @@ class Config(StrictModel):
         default_factory=WebRtcConfig, description="WebRTC (WHIP/WHEP) settings."
     )
     site: SiteConfig = Field(default_factory=SiteConfig)
+    verify: VerifyConfig | None = Field(
+        None, description="A VLM that confirms candidate events; absent: no verification."
+    )
     cameras: dict[CameraName, CameraConfig] = Field(default_factory=dict)
     rules: list[RuleConfig] = Field(default_factory=list)
 

@@ -17,8 +17,9 @@ from streamd.rules.plan import Plan
 
 if TYPE_CHECKING:
     from streamd.config import Config, RuleConfig
+    from streamd.verify.config import RuleVerifyConfig
 
-__all__ = ["compile_config_rule", "compile_rule", "places_for"]
+__all__ = ["compile_config_rule", "compile_rule", "places_for", "verification_for"]
 
 
 def compile_rule(
@@ -56,6 +57,28 @@ def places_for(cfg: Config, rule: RuleConfig) -> tuple[list[str], list[str]]:
 
 
 def compile_config_rule(cfg: Config, rule: RuleConfig) -> Plan:
-    """A configured rule, compiled against its cameras' zones and lines."""
+    """A configured rule, compiled against its cameras' zones and lines; one that only a VLM
+    can judge (a scene predicate, an attribute such as "child") needs `verify:` configured."""
     zones, lines = places_for(cfg, rule)
-    return compile_rule(rule.text, zones, lines)
+    plan = compile_rule(rule.text, zones, lines, structured=rule.ir)
+    needs = plan.needs_verifier()
+    if needs and cfg.verify is None:
+        raise RuleCompileError(
+            rule.text,
+            [plan.describe()],
+            [],
+            f"this rule needs a VLM verifier ({'; '.join(needs)}): nothing structured in the "
+            "world model can tell; configure `verify:` (an OpenAI-compatible server such as "
+            "vLLM serving Qwen2.5-VL, or a local transformers model) or rephrase it",
+        )
+    return plan
+
+
+def verification_for(plan: Plan, rule: RuleConfig) -> RuleVerifyConfig | None:
+    """The rule's verification policy: its own when enabled, the default one when its plan
+    cannot run without a verifier, else none."""
+    if rule.verify.enabled:
+        return rule.verify
+    if plan.needs_verifier():
+        return rule.verify.model_copy(update={"enabled": True})
+    return None
