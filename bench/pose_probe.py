@@ -193,7 +193,7 @@ def row(label: str, rs: list[ClipResult]) -> str:
     samples = [(r, s) for r in rs for s in r.samples]
     n = len(samples)
     if not n:
-        return f"{label:<22}   0"
+        return f"{label:<20}     0"
     found = sum(s.found for _, s in samples)
     tp = sum(s.posture == "lying" and is_lying(r, s.t) for r, s in samples)
     pred = sum(s.posture == "lying" for _, s in samples)
@@ -207,7 +207,7 @@ def row(label: str, rs: list[ClipResult]) -> str:
     spells = sum(r.lying_spells for r in rs)
     ly = f"{sum(r.lying_hits for r in rs)}/{spells}" if spells else "  - "
     return (
-        f"{label:<22}{len(rs):>4}{n:>6}{100 * found / max(n, 1):>7.0f}%{prec:>7}{rec:>7}{ly:>7}"
+        f"{label:<20}{len(rs):>6}{n:>7}{100 * found / max(n, 1):>7.0f}%{prec:>7}{rec:>7}{ly:>7}"
         f"{sum(r.false_lying for r in rs):>6}{fall:>7}{sum(r.false_falls for r in rs):>6}"
         f"{statistics.mean(ms):>7.1f}{float(np.percentile(ms, 90)):>7.1f}"
     )
@@ -237,7 +237,7 @@ def main() -> None:
         f"dropout hold {args.hold:g} s (fall / 5 s alert only; lyP/lyR are raw per frame)"
     )
     print(
-        f"{'group':<22}{'clips':>4}{'frames':>6}{'pose':>8}{'lyP':>7}{'lyR':>7}{'ly5s':>7}"
+        f"{'group':<20}{'clips':>6}{'frames':>7}{'pose':>8}{'lyP':>7}{'lyR':>7}{'ly5s':>7}"
         f"{'lyFP':>6}{'falls':>7}{'FP':>6}{'ms':>7}{'ms90':>7}"
     )
     for label, acts in GROUPS.items():
