@@ -71,7 +71,7 @@ def test_api_answers_every_generated_request_as_documented(
 ) -> None:
     schema, event_id = api_schema
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 13, [op.label for op in operations]
+    assert len(operations) == 14, [op.label for op in operations]
     for operation in operations:
         for mode, path_parameters in _runs(operation, event_id):
 

@@ -44,7 +44,7 @@ def _check_api(api: str, rows: list[dict[str, Any]]) -> None:
         assert http.get("/api/events/no-such-id").status_code == 404
         assert http.get("/api/events", params={"limit": 0}).status_code == 422
         rules = http.get("/api/rules").json()
-        assert rules[0]["plan"] == "object(person) held for ≥ 2 s"
+        assert rules[0]["plan"] == "count(person) ≥ 1 held for ≥ 2 s"
         assert http.get("/openapi.json").status_code == 200
 
 

@@ -125,7 +125,7 @@ def test_left_bag_alerts_over_mqtt_and_sql(
             assert abs(row["details"]["placed_at"] - drop) <= 2.0, (row["details"], drop)
             assert row["details"]["owner_last_box"] is not None
             assert row["has_snapshot"]
-            assert "stationary" in row["details"]["plan"]
+            assert "left unattended" in row["details"]["plan"]
         finally:
             elapsed, rc = proc.terminate()
         watcher_stop_deadline = time.time() + 3

@@ -112,7 +112,8 @@ def _assert_streamed_and_fired(report: dict[str, Any], camera: str) -> None:
     assert abs(steady["sampled_fps"] - CONFIGURED_FPS) <= 0.5, (steady, ctx)
     events = [e for e in report["events"] if e["camera"] == camera and e["rule"] == "person"]
     assert events, ctx
-    assert events[0]["details"]["count"] >= 1
+    assert events[0]["details"]["object"] == "person"  # one event per person (track)
+    assert events[0]["details"]["track_id"] >= 1
     assert events[0]["has_snapshot"]
     assert report["shutdown"]["rc"] == 0, ctx
     assert report["log_problems"] == [], ctx

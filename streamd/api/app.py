@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,7 @@ from streamd.api import cameras, events, metrics, rules, search, whip
 from streamd.api.errors import install_handlers
 from streamd.api.state import ApiState, Authorized
 from streamd.api.web import publish_mount
+from streamd.rules.resolve import default_resolver
 
 OPENAPI_URL = "/openapi.json"
 
@@ -63,6 +65,8 @@ class PathScopedCors:
 def create_app(state: ApiState) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        # Rules posted at run time may need MiniLM for an unknown word: load it before serving.
+        await asyncio.to_thread(default_resolver().warm)
         yield {"streamd": state}
 
     app = FastAPI(

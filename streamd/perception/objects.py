@@ -43,6 +43,7 @@ class StillObject:
     owner_box: Box | None = None
     last_attended: float = 0.0
     unattended_since: float | None = None
+    last_gap: float | None = None  # the owner's distance at the last attended sample
 
     @property
     def label(self) -> str | None:
@@ -162,9 +163,11 @@ class StillObjects:
         p = self.params
         reach = p.proximity_widths * max(obj.box.width, 1.0)
         owner = next((q for q in people if q.track_id == obj.owner_id), None)
+        gap: float | None = None
         if owner is not None and ts - owner.last_seen <= p.owner_seen_s:
             obj.owner_box = owner.box
-            attended = owner.box.gap(obj.box) <= reach
+            gap = owner.box.gap(obj.box)
+            attended = gap <= reach
         else:
             # Owner gone or unknown: someone who stands by it (not walking past) attends it.
             attended = any(
@@ -182,16 +185,17 @@ class StillObjects:
             attended = True
         if attended:
             obj.last_attended = ts
+            obj.last_gap = gap
             if obj.unattended_since is not None:
                 obj.unattended_since = None
                 return [SceneEvent(EventKind.ATTENDED, ts, obj.track_id, obj.label, obj.box)]
             return []
         if obj.unattended_since is None:
-            obj.unattended_since = ts
+            obj.unattended_since = _onset(owner, obj, reach, ts, gap)
             return [
                 SceneEvent(
                     EventKind.UNATTENDED,
-                    ts,
+                    obj.unattended_since,
                     obj.track_id,
                     obj.label,
                     obj.box,
@@ -202,6 +206,30 @@ class StillObjects:
                 )
             ]
         return []
+
+
+def _onset(
+    owner: Track | None, obj: StillObject, reach: float, ts: float, gap: float | None
+) -> float:
+    """When the object became unattended: where the owner's own path shows them crossing
+    `reach` (the object may be found only after they left), else between the last attended
+    sample and this one."""
+    if owner is not None:
+        # only since the object was there: an older crossing is about something else
+        path = [(t, b.gap(obj.box)) for t, b in owner.history if obj.since <= t <= ts]
+        for (ta, ga), (tb, gb) in zip(reversed(path[:-1]), reversed(path[1:]), strict=True):
+            if ga <= reach < gb:
+                return _crossing(ta, ga, tb, gb, reach)
+    return _crossing(obj.last_attended, obj.last_gap, ts, gap, reach)
+
+
+def _crossing(t0: float, gap0: float | None, t1: float, gap1: float | None, reach: float) -> float:
+    """When the owner crossed `reach` between two samples (1 s apart at the default rate),
+    assuming they walked steadily; the later sample's time when that cannot be told."""
+    if gap0 is None or gap1 is None or gap1 <= gap0 or not t0 < t1:
+        return t1
+    frac = min(1.0, max(0.0, (reach - gap0) / (gap1 - gap0)))
+    return t0 + frac * (t1 - t0)
 
 
 def _inside_person(box: Box, person: Track) -> bool:

@@ -161,8 +161,8 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
         and ts - track.last_upright <= p.fall_window_s
         and drop >= p.fall_drop
     ):
-        # The onset is the first sample after the last upright one: the fall began between.
-        track.fall_onset = _first_after(track, track.last_upright)
+        # The fall began between the last upright sample and the next one: take the middle.
+        track.fall_onset = (track.last_upright + _first_after(track, track.last_upright)) / 2
         track.fall_seen = ts
     if (
         track.fall_onset is not None

@@ -10,6 +10,7 @@ Camera connections are not touched.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -81,7 +82,7 @@ class RuleManager:
         if rule.name in self.config_rules or rule.name in self.api_rules:
             raise RuleConflict(f"a rule named {rule.name!r} already exists")
         self._check_cameras(rule)
-        plan = self._compile(rule)
+        plan = await asyncio.to_thread(self._compile, rule)  # MiniLM: never on the loop
         await self.store.add(rule)
         self.attach(rule, plan)
         log.info("rule %s added: %s", rule.name, plan.describe())
@@ -91,7 +92,9 @@ class RuleManager:
         """Swap the config file's rules for those of `cfg` (same cameras); returns what changed.
 
         Raises RuleCompileError (nothing applied) when any new rule does not compile."""
-        plans = {r.name: compile_config_rule(cfg, r) for r in cfg.rules}  # all or nothing
+        plans = await asyncio.to_thread(  # all or nothing, off the loop
+            lambda: {r.name: compile_config_rule(cfg, r) for r in cfg.rules}
+        )
         for rule in cfg.rules:
             if rule.name in self.api_rules:
                 raise RuleConflict(f"rule {rule.name!r} was added through the API; remove it first")

@@ -86,6 +86,11 @@ class WordResolver:
                     log.warning("rule words: MiniLM unavailable, no synonyms by meaning: %s", exc)
             return self._embedder
 
+    def warm(self) -> None:
+        """Load the model now (blocking, seconds): a first unknown word is then answered at
+        once, not after a model load inside someone's HTTP request."""
+        self._load()
+
     def resolve(self, word: str) -> Resolved | None:
         """The lexicon entry `word` means by MiniLM similarity, or None below the threshold."""
         emb = self._load()
