@@ -183,7 +183,7 @@ class Daemon:
                 segment_s=cfg.segment_s,
                 webrtc=cfg.webrtc,
                 tz=site_zone(cfg.site.timezone),
-                window=windows.windows[name] if windows is not None else None,
+                window=windows.windows.get(name) if windows is not None else None,
             )
             for name, cam in cfg.cameras.items()
             if cam.enabled

@@ -103,3 +103,9 @@ async def test_unreachable_camera_retries_and_never_logs_its_password(
     assert "hunter2" not in caplog.text
     assert "hunter2" not in cam.stats.last_error
     assert "reconnecting in" in caplog.text
+    # the same fault, retried with growing intervals, is logged once (state changes only)
+    faults = [
+        r for r in caplog.records if r.levelno >= logging.WARNING and "camera c:" in r.msg % r.args
+    ]
+    assert len(faults) == 1, [r.getMessage() for r in faults]
+    assert cam.stats.errors >= 2

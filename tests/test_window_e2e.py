@@ -209,3 +209,26 @@ def _cameras(base: str) -> Any:
         return api(base, "/api/cameras")
     except httpx.HTTPError:
         return None
+
+
+def test_an_unreadable_manifest_disables_only_that_cameras_window(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamd.config import Config
+    from streamd.window.service import open_windows
+
+    cfg = Config.model_validate(
+        {
+            "data_dir": str(tmp_path),
+            "cameras": {"good": {"demo": True}, "broken": {"demo": True}},
+        }
+    )
+    broken = tmp_path / "window" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{ this is not json")
+    windows = open_windows(cfg, ["good", "broken"])
+    assert windows is not None
+    assert list(windows.windows) == ["good"]
+    assert "camera broken: token window disabled" in caplog.text
+    assert (broken / "manifest.json").read_text() == "{ this is not json"  # nothing destroyed
+    windows.close()

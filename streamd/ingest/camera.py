@@ -58,6 +58,7 @@ class Camera:
         slot: LatestSlot[Frame] = LatestSlot(loop)
         self._slot = slot
         seq = 0
+        last_logged: str | None = None
         while True:
             stop = threading.Event()
             done: asyncio.Future[BaseException | int] = loop.create_future()
@@ -102,6 +103,8 @@ class Camera:
                         frame = getter.result()
                         if not self.health.online:
                             log.info("camera %s: receiving frames", self.spec.camera)
+                            self.stats.last_error = ""  # recovered: the old fault is history
+                            last_logged = None
                         self.health.online = True
                         got_frames += 1
                         yield frame
@@ -129,7 +132,10 @@ class Camera:
             if isinstance(outcome, BaseException):
                 self.stats.errors += 1
                 self.stats.last_error = _safe_error(outcome, self.spec)
-                log.warning("camera %s: %s", self.spec.camera, self.stats.last_error)
+                # A camera that stays down is logged once per change of fault, not per retry.
+                level = logging.WARNING if self.stats.last_error != last_logged else logging.DEBUG
+                log.log(level, "camera %s: %s", self.spec.camera, self.stats.last_error)
+                last_logged = self.stats.last_error
             elif not stalled:
                 if not self.spec.is_live and not self.spec.loop:
                     log.info("camera %s: file ended", self.spec.camera)
@@ -139,5 +145,10 @@ class Camera:
                 self.backoff.reset()
             delay = self.backoff.next_delay()
             self.health.reconnects += 1
-            log.info("camera %s: reconnecting in %.1f s", self.spec.camera, delay)
+            log.log(
+                logging.INFO if got_frames or self.health.reconnects == 1 else logging.DEBUG,
+                "camera %s: reconnecting in %.1f s",
+                self.spec.camera,
+                delay,
+            )
             await asyncio.sleep(delay)

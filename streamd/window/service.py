@@ -62,16 +62,25 @@ def open_windows(cfg: Config, cameras: Iterable[str]) -> WindowSet | None:
     t0 = time.perf_counter()
     backend = load_backend(cfg.window)
     t1 = time.perf_counter()
-    windows = {
-        name: CameraWindow(
-            name,
-            window_dir(cfg.data_dir, name),
-            backend,
-            cfg.cameras[name].window_tokens,
-            cfg.window,
-        )
-        for name in names
-    }
+    windows: dict[str, CameraWindow] = {}
+    for name in names:
+        try:
+            windows[name] = CameraWindow(
+                name,
+                window_dir(cfg.data_dir, name),
+                backend,
+                cfg.cameras[name].window_tokens,
+                cfg.window,
+            )
+        except Exception as exc:  # one camera's broken window must not stop the daemon
+            log.error(
+                "camera %s: token window disabled (%s: %s); its alerts run as usual — move "
+                "%s aside to start a fresh window",
+                name,
+                type(exc).__name__,
+                exc,
+                window_dir(cfg.data_dir, name),
+            )
     log.info(
         "token windows: encoder %s (dim %d) loaded in %.1f s; %s opened in %.2f s",
         backend.name,
