@@ -314,3 +314,16 @@ def test_stops_starts_moving_and_runs_come_from_track_motion() -> None:
 def test_falls_fire_from_the_world_models_fall_state() -> None:
     frames = [([_at(i, fallen_at=1002.0 if i >= 3 else None)], ()) for i in range(6)]
     assert _scripted(frames, "someone falls down") == [3]
+
+
+def test_events_carry_the_subjects_current_and_entered_zones() -> None:
+    r = _runner("a person is present", clear_s=2)
+    changes = []
+    for i, zones in enumerate([{"porch"}, {"porch"}, {"porch", "garden"}, {"garden"}]):
+        p = track(1, Box(10, 10, 50, 100), 1000.0 + i, zones=frozenset(zones))
+        changes += r.step(world(1000.0 + i, [p]))
+    assert [c.kind for c in changes] == ["new", "update"]
+    assert changes[0].details["zones"] == ["porch"]
+    assert changes[0].details["entered_zones"] == ["porch"]
+    assert changes[1].details["zones"] == ["garden", "porch"]
+    assert changes[1].details["entered_zones"] == ["garden", "porch"]

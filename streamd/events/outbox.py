@@ -56,6 +56,7 @@ class OutboxQueue:
     def side(self, row: Event) -> EventSide:
         """The event as one side (`before`/`after`) of an envelope."""
         has_snapshot = row.snapshot_path is not None
+        details = row.details if isinstance(row.details, dict) else {}
         url = None
         if has_snapshot and self.snapshot_url_base:
             url = f"{self.snapshot_url_base}/api/events/{row.id}/snapshot.jpg"
@@ -73,6 +74,8 @@ class OutboxQueue:
             severity=row.severity,
             snapshot_url=url,
             frame_time=to_epoch(row.ended_at if row.ended_at is not None else row.updated_at),
+            current_zones=_names(details.get("zones")),
+            entered_zones=_names(details.get("entered_zones")),
         )
 
     def add(
@@ -154,3 +157,8 @@ class OutboxQueue:
         except DB_ERRORS as exc:
             raise db_error("purge the outbox", self.engine.url, exc) from exc
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _names(value: object) -> list[str]:
+    """Zone names from an event's details (absent for scene-level events)."""
+    return [str(v) for v in value] if isinstance(value, list) else []

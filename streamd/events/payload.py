@@ -40,10 +40,11 @@ class EventSide(BaseModel):
         "time once ended, otherwise when the change was recorded."
     )
     current_zones: list[str] = Field(
-        default_factory=list, description="Zones the event's object is in now (none tracked yet)."
+        default_factory=list,
+        description="Zones the event's object is in now (empty for scene-level events).",
     )
     entered_zones: list[str] = Field(
-        default_factory=list, description="Zones the event's object entered (none tracked yet)."
+        default_factory=list, description="Zones the event's object was in since it started."
     )
     sub_label: str | None = Field(None, description="Finer label; streamd sets none.")
     false_positive: bool = Field(

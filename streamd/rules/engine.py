@@ -35,6 +35,7 @@ class _Active:
     score: float
     last_true: float
     details: dict[str, object]
+    entered: set[str] = field(default_factory=set)  # zones the subject was in during the event
 
 
 @dataclass
@@ -69,7 +70,14 @@ class RuleRunner:
             act = self.active.get(key)
             if act is not None:
                 act.last_true = now
-                if hit.score > act.top_score + 0.05 or _material_change(act.details, hit.details):
+                zones = _zones(hit)
+                news = bool(zones - act.entered)
+                act.entered |= zones
+                if (
+                    hit.score > act.top_score + 0.05
+                    or news
+                    or _material_change(act.details, hit.details)
+                ):
                     act.top_score = max(act.top_score, hit.score)
                     act.score = hit.score
                     act.details = dict(hit.details)
@@ -89,7 +97,14 @@ class RuleRunner:
     def _open(self, world: WorldState, key: Key, hit: Hit) -> EventChange:
         start = hit.since if hit.since is not None else world.ts
         act = _Active(
-            new_event_id(start), key, start, hit.score, hit.score, world.ts, dict(hit.details)
+            new_event_id(start),
+            key,
+            start,
+            hit.score,
+            hit.score,
+            world.ts,
+            dict(hit.details),
+            _zones(hit),
         )
         self.active[key] = act
         log.info("camera %s: rule %s fired (%s)", self.camera, self.rule.name, self.plan.describe())
@@ -133,8 +148,14 @@ class RuleRunner:
                 "severity": self.rule.severity,
                 "subject": act.key,
                 **act.details,
+                "entered_zones": sorted(act.entered),
             },
         )
+
+
+def _zones(hit: Hit) -> set[str]:
+    zones = hit.details.get("zones")
+    return {str(z) for z in zones} if isinstance(zones, list) else set()
 
 
 def _material_change(old: dict[str, object], new: dict[str, object]) -> bool:

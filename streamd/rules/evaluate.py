@@ -80,7 +80,12 @@ def _track_hit(t: TrackState, since: float | None = None, **details: Any) -> Hit
         since=since,
         score=round(max(t.score, 0.5), 3),
         boxes=((_label(t), t.box),),
-        details={"track_id": t.track_id, "object": _label(t), **details},
+        details={
+            "track_id": t.track_id,
+            "object": _label(t),
+            "zones": sorted(t.zones),
+            **details,
+        },
     )
 
 
