@@ -86,9 +86,18 @@ class CameraPipeline:
         )
         self.engine = RulesEngine(
             self.name,
-            [RuleRunner(self.name, rule, plan, self.tz) for rule, plan in self.rules],
+            [self.runner(rule, plan) for rule, plan in self.rules],
             self.segment_s,
         )
+
+    def runner(self, rule: RuleConfig, plan: Plan) -> RuleRunner:
+        """A rule's runner on this camera (its scene predicates score this camera's window)."""
+        scene = None
+        if self.window is not None and plan.needs_verifier():
+            from streamd.window.scene_score import WindowSceneScorer
+
+            scene = WindowSceneScorer(self.window)  # type: ignore[arg-type]
+        return RuleRunner(self.name, rule, plan, self.tz, scene)
 
     def _pyav_camera(self) -> Camera:
         c = self.config

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from streamd.config import RuleConfig
 from streamd.events.change import EventChange, Snapshot, new_event_id
 from streamd.perception.world import WorldState
-from streamd.rules.evaluate import Context, Hit, Key
+from streamd.rules.evaluate import Context, Hit, Key, SceneScorer
 from streamd.rules.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class RuleRunner:
     rule: RuleConfig
     plan: Plan
     tz: dt.tzinfo | None = None
+    scene: SceneScorer | None = None  # the camera's window, for scene predicates
     active: dict[Key, _Active] = field(default_factory=dict)
     last_end: dict[Key, float] = field(default_factory=dict)
     evaluations: int = 0
@@ -53,7 +54,9 @@ class RuleRunner:
     recent: list[WorldState] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.evaluator = self.plan.evaluator(Context(self.tz, tolerance_s=self.rule.clear_s))
+        self.evaluator = self.plan.evaluator(
+            Context(self.tz, tolerance_s=self.rule.clear_s, scene=self.scene)
+        )
 
     def step(self, world: WorldState) -> list[EventChange]:
         self.evaluations += 1

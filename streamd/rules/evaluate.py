@@ -32,6 +32,9 @@ Key = int | str
 SCENE: Key = "scene"
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LYING_MEMORY_S = 2.5
+_SCENE_K = 2.5  # standard deviations above the camera's usual score that make a candidate
+_SCENE_WARMUP = 10  # scores before the baseline is trusted
+_SCENE_MEMORY = 300  # frames the baseline averages over
 RUN_HEIGHTS_PER_S = 1.8  # a person whose feet move this many body heights a second runs
 
 
@@ -63,12 +66,19 @@ class NodeEval(Protocol):
     def step(self, world: WorldState) -> Truth: ...
 
 
+class SceneScorer(Protocol):
+    """The camera's window tokens against a text: (similarity, frame time), None if none yet."""
+
+    def score(self, text: str) -> tuple[float, float] | None: ...
+
+
 @dataclass
 class Context:
     """What evaluation needs besides the world state."""
 
     tz: dt.tzinfo | None = None  # the site's time zone; None: the host's
     tolerance_s: float = 3.0  # a subject missing this long stops a "held for" clock
+    scene: SceneScorer | None = None  # None: the window is off; scene candidates from motion
 
 
 def _label(t: TrackState) -> str:
@@ -370,22 +380,65 @@ class _Days:
 
 @dataclass
 class _Scene:
-    """Candidates for a scene predicate: moments with the named subject in view (or with
-    motion, when it names none). They mean nothing until the VLM verifier confirms them: a
-    rule with a scene predicate runs only where a verifier is configured."""
+    """Candidates for a scene predicate, which mean nothing until the VLM verifier confirms
+    them (a rule with a scene predicate runs only where a verifier is configured).
+
+    With the window on, a candidate is a frame whose window tokens match the text clearly
+    better than this camera usually does (an adaptive baseline: mean + `_SCENE_K` standard
+    deviations of the camera's recent scores); without it, any moment with the named subject
+    in view, or with motion when it names none.
+    """
 
     node: ir.Scene
+    ctx: Context
+    mean: float | None = None
+    var: float = 0.0
+    seen: int = 0
+    last_ts: float | None = None
 
     def step(self, world: WorldState) -> Truth:
         s = self.node.subject
         if s is None:
-            return _scene(world.motion >= 0.005, Hit(score=0.5, details={"scene": self.node.text}))
-        hits: dict[Key, Hit] = {
-            t.track_id: _track_hit(t, None, scene=self.node.text)
-            for t in world.tracks
-            if t.visible and t.kind is not TrackKind.BLOB and matches(s, t, world)
-        }
-        return Truth(hits)
+            base = _scene(world.motion >= 0.005, Hit(score=0.5, details={"scene": self.node.text}))
+        else:
+            base = Truth(
+                {
+                    t.track_id: _track_hit(t, None, scene=self.node.text)
+                    for t in world.tracks
+                    if t.visible and t.kind is not TrackKind.BLOB and matches(s, t, world)
+                }
+            )
+        if self.ctx.scene is None or not base.holds:
+            return base
+        scored = self.ctx.scene.score(self.node.text)
+        if scored is None or scored[1] == self.last_ts:
+            return Truth({}, base.scene_level)  # no new evidence from the window
+        value, self.last_ts = scored
+        unusual = self._unusual(value)
+        if not unusual:
+            return Truth({}, base.scene_level)
+        extra = {"scene_score": round(value, 3), "scene_baseline": round(self.mean or 0.0, 3)}
+        return Truth(
+            {
+                k: Hit(h.since, h.score, h.boxes, {**h.details, **extra})
+                for k, h in base.hits.items()
+            },
+            base.scene_level,
+        )
+
+    def _unusual(self, value: float) -> bool:
+        """Is this score well above the camera's usual? Updates the baseline (EMA)."""
+        if self.mean is None:
+            self.mean, self.seen = value, 1
+            return False
+        std = self.var**0.5
+        unusual = self.seen >= _SCENE_WARMUP and value > self.mean + _SCENE_K * max(std, 0.01)
+        alpha = 1.0 / min(self.seen + 1, _SCENE_MEMORY)
+        delta = value - self.mean
+        self.mean += alpha * delta
+        self.var = (1 - alpha) * (self.var + alpha * delta * delta)
+        self.seen += 1
+        return unusual
 
 
 def _merge(a: Hit, b: Hit) -> Hit:
@@ -554,7 +607,7 @@ def build(node: ir.Node, ctx: Context) -> NodeEval:
         case ir.Days():
             return _Days(node, ctx)
         case ir.Scene():
-            return _Scene(node)
+            return _Scene(node, ctx)
         case ir.And():
             return _And([build(i, ctx) for i in node.items])
         case ir.Or():

@@ -59,7 +59,7 @@ class RuleManager:
         for name, p in self.pipelines.items():
             if rule.cameras is None or name in rule.cameras:
                 p.rules.append((rule, plan))
-                p.engine.runners.append(RuleRunner(name, rule, plan, p.tz))
+                p.engine.runners.append(p.runner(rule, plan))
         self.api_rules[rule.name] = (rule, plan)
 
     def _compile(self, rule: RuleConfig) -> Plan:
@@ -111,7 +111,7 @@ class RuleManager:
             for cam, p in self.pipelines.items():
                 if rule.cameras is None or cam in rule.cameras:
                     p.rules.append((rule, plan))
-                    p.engine.runners.append(RuleRunner(cam, rule, plan, p.tz))
+                    p.engine.runners.append(p.runner(rule, plan))
         self.config_rules = new
         self.config = cfg
         log.info(

@@ -120,6 +120,8 @@ class CameraWindow(StoreView):
         self.encode_s = 0.0
         self.errors = 0
         self.skipped_out_of_order = 0
+        # The last encoded frame's time and token vectors (scene predicates score against it).
+        self.latest: tuple[float, np.ndarray] | None = None
 
     @staticmethod
     def frame_id(ts: float) -> int:
@@ -157,6 +159,7 @@ class CameraWindow(StoreView):
         self.frames_encoded += 1
         frame_id = max(self.frame_id(obs.ts), self._last_id + 1)
         self.store.append(obs.ts, frame_id, batch)
+        self.latest = (obs.ts, batch.vectors)
         self._last_id, self._last_ts = frame_id, obs.ts
         self.thumbs.save(frame_id, obs.frame.image)
         if self._active_since is None:
