@@ -132,3 +132,39 @@ def test_events_rejects_bad_time(tmp_path: Path) -> None:
                   cwd=tmp_path)  # fmt: skip
     assert out.returncode == 2
     assert "cannot read time 'yesterday-ish'" in out.stderr
+
+
+def test_structured_rule_in_the_config_is_checked_and_printed(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(
+        "cameras: {lobby: {url: 'rtsp://127.0.0.1:8554/lobby'}}\n"
+        "rules:\n"
+        "  - name: left-backpack\n"
+        "    ir: {root: {kind: held, seconds: 20, item: {kind: unattended, "
+        "subject: {classes: [backpack]}}}}\n"
+    )
+    out = run_cli("check", "-c", str(cfg), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "plan: backpack left unattended (owner > 2 widths away) held for ≥ 20 s" in out.stdout
+    bad = tmp_path / "b.yaml"
+    bad.write_text(
+        "rules:\n  - name: r\n    ir: {root: {kind: held, seconds: 20, item: {kind: nope}}}\n"
+    )
+    out = run_cli("check", "-c", str(bad), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "root.held.item" in out.stderr  # the bad key, by its path
+
+
+def test_a_rule_only_a_vlm_can_judge_needs_a_verifier(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("rules:\n  - {name: smoke, text: smoke or fire}\n")
+    out = run_cli("check", "-c", str(cfg), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "needs a VLM verifier" in out.stderr
+    cfg.write_text(
+        "verify: {backend: openai, openai: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n"
+        "rules:\n  - {name: smoke, text: smoke or fire}\n"
+    )
+    out = run_cli("check", "-c", str(cfg), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert 'scene "smoke or fire"' in out.stdout

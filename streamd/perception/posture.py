@@ -120,6 +120,17 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
     # A followed body's box starts at the search area's top (mid-body), so its height says
     # nothing about posture: only its shape does (a body on the floor is wide).
     posture = classify(box, track.ref_height if detected else None, p)
+    down = track.fallen_at is not None or track.fall_onset is not None
+    if (
+        posture is Posture.UPRIGHT
+        and down
+        and track.upright_top is not None
+        and track.ref_height is not None
+        and box.y1 - track.upright_top >= p.fall_drop * track.ref_height
+    ):
+        # Upright-shaped but still well below where their head was: sitting on the floor after
+        # the fall (seen from in front), not standing up again.
+        posture = Posture.LOW
     if (
         posture is Posture.LOW
         and track.fallen_at is not None
