@@ -42,6 +42,7 @@ from streamd.rules.compiler import compile_config_rule, verification_for
 from streamd.rules.evaluate import site_zone
 from streamd.rules.manager import RuleManager
 from streamd.rules.plan import Plan
+from streamd.rules.resolve import default_resolver
 from streamd.verify import Verifier, load_verifier
 from streamd.verify.config import RuleVerifyConfig
 from streamd.verify.gate import VerifyGate
@@ -153,7 +154,11 @@ class Daemon:
         from streamd.window.service import open_windows  # torch and models: not at import
 
         enabled = [name for name, cam in cfg.cameras.items() if cam.enabled]
-        windows = await asyncio.to_thread(open_windows, cfg, enabled)
+        # Rule words (MiniLM) load beside the windows, so a rule posted later answers at once.
+        windows, _ = await asyncio.gather(
+            asyncio.to_thread(open_windows, cfg, enabled),
+            asyncio.to_thread(default_resolver().warm),
+        )
 
         recorded: Counter[tuple[str, str]] = Counter()  # for /metrics: events opened and logged
 

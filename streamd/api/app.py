@@ -65,9 +65,11 @@ class PathScopedCors:
 def create_app(state: ApiState) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        # Rules posted at run time may need MiniLM for an unknown word: load it before serving.
-        await asyncio.to_thread(default_resolver().warm)
+        # Rules posted at run time may need MiniLM for an unknown word: start loading it now,
+        # without holding the server back (the daemon has usually loaded it already).
+        warming = asyncio.get_running_loop().run_in_executor(None, default_resolver().warm)
         yield {"streamd": state}
+        await warming
 
     app = FastAPI(
         title="streamd",
