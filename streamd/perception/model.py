@@ -131,6 +131,9 @@ class Perception:
         detected = [tr.box for tr in people if tr.detected_at == ts]
         for tr in people:
             if tr.track_id not in seen_ids:
+                down = tr.fallen_at is not None or tr.fall_onset is not None
+                if not down and ts - tr.detected_at > self.posture.body_follow_s:
+                    continue  # a standing person the detector lost for long is simply gone
                 body = follow_body(tr, fg, self.posture, detected)
                 if body is None:
                     continue

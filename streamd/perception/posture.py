@@ -44,6 +44,9 @@ class PostureParams:
     body_search: float = 0.6  # widen the last box by this part of its width on each side
     body_min_fill: float = 0.04  # foreground needed in the search area to follow a body
     lying_gap_s: float = 2.5  # other postures this long end a lying spell
+    # A person who is not down is followed through the foreground only this long after their
+    # last detection (a missed frame or two); someone who fell, for as long as they are there.
+    body_follow_s: float = 3.0
 
 
 def classify(box: Box, ref_height: float | None, p: PostureParams) -> Posture:
