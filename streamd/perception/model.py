@@ -257,6 +257,7 @@ class Perception:
             first_seen=tr.first_seen,
             last_seen=tr.last_seen,
             visible=visible,
+            detected=tr.detected_at == ts or tr.label is None,
             moving=tr.moving,
             stationary_since=None if tr.moving else tr.last_moved,
             velocity=tr.velocity(),

@@ -84,6 +84,7 @@ class TrackState:
     velocity: tuple[float, float]  # anchor px/s
     history: tuple[tuple[float, Box], ...]  # recent (ts, box), oldest first
     colour: str | None = None
+    detected: bool = True  # seen by the detector this frame, not only followed as foreground
     zones: frozenset[str] = frozenset()
     posture: Posture = Posture.UNKNOWN
     posture_since: float | None = None

@@ -81,6 +81,13 @@ class Context:
     scene: SceneScorer | None = None  # None: the window is off; scene candidates from motion
 
 
+def _present(t: TrackState) -> bool:
+    """Seen now: by the detector, or — for someone who is down, whom it rarely sees — as the
+    foreground where they lie. A standing person followed only through the foreground for a
+    moment after the detector lost them does not keep a count or a presence going."""
+    return t.visible and (t.detected or t.fallen_at is not None or t.posture is Posture.LYING)
+
+
 def _label(t: TrackState) -> str:
     return t.label or "object"
 
@@ -110,7 +117,7 @@ class _Exists:
             # Someone lying on the floor is still there when the background model loses them
             # for a moment; a walking person is not.
             recent = s.state == "lying" and world.ts - t.last_seen <= LYING_MEMORY_S
-            if not (t.visible or recent) or not matches(s, t, world):
+            if not (_present(t) or recent) or not matches(s, t, world):
                 continue
             if t.kind is TrackKind.BLOB and ir.ANY_CLASS not in s.classes:
                 continue
@@ -132,7 +139,7 @@ class _Count:
         found = [
             t
             for t in world.tracks
-            if t.visible and t.kind is not TrackKind.BLOB and matches(s, t, world)
+            if _present(t) and t.kind is not TrackKind.BLOB and matches(s, t, world)
         ]
         n, want = len(found), self.node.n
         holds = {
