@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,12 @@ from support.daemon import MODEL, StreamdProcess, free_port  # noqa: E402
 from support.rtsp import RtspServer, gst_rtsp_available  # noqa: E402
 
 RULE = {"name": "person", "text": "a person is present"}
+_T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    """Progress on stderr (stdout carries only the table or the JSON)."""
+    print(f"[{time.monotonic() - _T0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 def _ints(text: str) -> list[int]:
@@ -131,24 +138,38 @@ def measure_streamd(
     assert daemon.proc is not None
     try:
 
-        def all_analysing() -> Snapshot | None:
+        def answer() -> Snapshot | None:
             if daemon.proc is not None and daemon.proc.poll() is not None:
-                raise BenchError(f"streamd exited ({daemon.proc.returncode}):\n{daemon.log()[-2000:]}")
+                tail = daemon.log()[-2000:]
+                raise BenchError(f"streamd exited ({daemon.proc.returncode}):\n{tail}")
             try:
-                snap = fetch_cameras(base_url, timeout=10)
-            except Exception:  # not listening yet, or too busy to answer in time
+                return fetch_cameras(base_url, timeout=10)
+            except httpx.HTTPError:  # not listening yet, or too busy to answer in time
+                return None
+
+        def all_analysing() -> Snapshot | None:
+            snap = answer()
+            if snap is None or len(snap.cameras) != len(mounts):
                 return None
             ok = all(c.get("analysed_frames", 0) > 0 for c in snap.cameras.values())
-            return snap if ok and len(snap.cameras) == len(mounts) else None
+            return snap if ok else None
 
+        # start-up (imports, model load) is not part of the clip's time: cameras connect after
+        if wait_until(answer, timeout=args.start_timeout) is None:
+            raise BenchError(
+                f"streamd API not up in {args.start_timeout:.0f} s:\n{daemon.log()[-2000:]}"
+            )
+        say(f"streamd up with {len(mounts)} cameras; waiting for each one's first analysis")
         ready = wait_until(all_analysing, timeout=args.ready_timeout + len(mounts))
         started = ready is not None
+        say("every camera analysing" if started else "not every camera analysing; measuring")
         time.sleep(args.warmup)  # the measured warm-up: every camera is already running
         meter = TreeMeter([psutil.Process(daemon.proc.pid)]).start()
         s0 = fetch_cameras(base_url)
         time.sleep(args.seconds)
         s1 = fetch_cameras(base_url)
         meter.stop()
+        say("streamd window done")
     finally:
         daemon.terminate(timeout=20)
     out = camera_stats(s0, s1, args.fps)
@@ -168,6 +189,7 @@ def measure_point(n: int, gop: int, clip: Path, args: argparse.Namespace) -> dic
         tempfile.TemporaryDirectory(prefix="streamd-scale-") as tmp,
     ):
         ours = measure_streamd(server, mounts, args, Path(tmp))
+        say("ffmpeg baseline")
         base = run_baseline([server.url(m) for m in mounts], args.warmup, args.seconds)
     return {
         "n": n,
@@ -227,11 +249,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="how long (s, plus 1 s a camera) to wait for every camera's first analysed frame; "
         "past it the window is measured anyway (collapse is a result, not an error)",
     )  # fmt: skip
+    ap.add_argument(
+        "--start-timeout", type=float, default=180.0, help="for the daemon's API to answer (s)"
+    )
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="encoded clips")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = ap.parse_args(argv)
-    if args.seconds <= 0 or args.warmup < 0 or args.fps <= 0 or args.ready_timeout <= 0:
-        ap.error("--seconds, --fps and --ready-timeout must be > 0, --warmup >= 0")
+    if (
+        args.seconds <= 0
+        or args.warmup < 0
+        or args.fps <= 0
+        or min(args.ready_timeout, args.start_timeout) <= 0
+    ):
+        ap.error("--seconds, --fps and the timeouts must be > 0, --warmup >= 0")
     return args
 
 
@@ -249,10 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     points: list[dict[str, Any]] = []
     try:
         for gop in args.gop:
-            print(f"preparing the {gop} s keyframe clip ...", file=sys.stderr)
+            say(f"preparing the {gop} s keyframe clip")
             clip = prepare_clip(gop, clip_seconds(needed), args.cache_dir)
             for n in args.n:
-                print(f"N={n} GOP={gop}s: streamd, then ffmpeg ...", file=sys.stderr)
+                say(f"N={n} GOP={gop}s")
                 points.append(measure_point(n, gop, clip, args))
     except BenchError as exc:
         print(f"scale bench: {exc}", file=sys.stderr)

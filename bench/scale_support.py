@@ -31,9 +31,9 @@ class BenchError(RuntimeError):
 
 # -- the clip --------------------------------------------------------------------------------
 def clip_seconds(needed_s: float) -> int:
-    """Clip length for a run that needs ``needed_s`` of stream per client, rounded up to 30 s so
+    """Clip length for a run that needs ``needed_s`` of stream per client, rounded up to 10 s so
     that nearby runs share one cached encode."""
-    return max(30, math.ceil(needed_s / 30) * 30)
+    return max(20, math.ceil(needed_s / 10) * 10)
 
 
 def prepare_clip(gop_s: int, seconds: int, cache_dir: Path, source: Path = SOURCE_CLIP) -> Path:
@@ -189,7 +189,8 @@ class FfmpegReader:
         return self
 
     def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         for line in self.proc.stdout:
             m = _FRAME.match(line.strip())
             if m:
