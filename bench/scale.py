@@ -165,9 +165,9 @@ def measure_streamd(
         say("every camera analysing" if started else "not every camera analysing; measuring")
         time.sleep(args.warmup)  # the measured warm-up: every camera is already running
         meter = TreeMeter([psutil.Process(daemon.proc.pid)]).start()
-        s0 = fetch_cameras(base_url)
+        s0 = fetch_cameras(base_url, timeout=60)
         time.sleep(args.seconds)
-        s1 = fetch_cameras(base_url)
+        s1 = fetch_cameras(base_url, timeout=60)
         meter.stop()
         say("streamd window done")
     finally:
@@ -225,6 +225,9 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def table(points: list[dict[str, Any]]) -> str:
     lines = ["  ".join(f"{name:>{w}}" for name, w in COLUMNS)]
     for p in points:
+        if "error" in p:
+            lines.append(f"{p['n']:>3}  {p['gop_s']:>3}s  failed: {p['error'].splitlines()[0]}")
+            continue
         s, b = p["streamd"], p["baseline"]
         cells = (
             p["n"], f"{p['gop_s']}s", _fmt(s["cores"]), _fmt(s["rss_mib"], 0), _fmt(b["cores"]),
@@ -283,7 +286,12 @@ def main(argv: list[str] | None = None) -> int:
             clip = prepare_clip(gop, clip_seconds(needed), args.cache_dir)
             for n in args.n:
                 say(f"N={n} GOP={gop}s")
-                points.append(measure_point(n, gop, clip, args))
+                try:
+                    points.append(measure_point(n, gop, clip, args))
+                except (BenchError, httpx.HTTPError) as exc:
+                    # one N that breaks (say the API stops answering) does not cost the others
+                    say(f"N={n} GOP={gop}s failed: {exc}")
+                    points.append({"n": n, "gop_s": gop, "error": str(exc)})
     except BenchError as exc:
         print(f"scale bench: {exc}", file=sys.stderr)
         return 1

@@ -81,9 +81,9 @@ def _tree(root: psutil.Process) -> list[psutil.Process]:
 class TreeMeter:
     """CPU seconds and RSS of some root processes and all their descendants, polled in a thread.
 
-    A process's CPU times are remembered at every poll, so a child that exits inside the window
-    still counts up to its last poll (reaped children also land in the parent's children_* times,
-    which are added as well)."""
+    Each process's own user + system time is remembered at every poll, so a descendant that
+    exits inside the window counts up to its last poll; one that appears counts from its start.
+    (The parent's children_* times are left out: they would count a reaped child twice.)"""
 
     roots: list[psutil.Process]
     interval: float = 0.5
@@ -103,7 +103,7 @@ class TreeMeter:
                     with p.oneshot():
                         t = p.cpu_times()
                         key = (p.pid, p.create_time())
-                        cpu = t.user + t.system + t.children_user + t.children_system
+                        cpu = t.user + t.system
                         rss += p.memory_info().rss
                 except psutil.Error:
                     continue

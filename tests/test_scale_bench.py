@@ -41,6 +41,7 @@ def test_every_point_is_measured(bench_json: dict[str, object]) -> None:
     assert isinstance(points, list)
     assert [(p["n"], p["gop_s"]) for p in points] == [(1, 1), (4, 1)]
     for p in points:
+        assert "error" not in p, p
         s, b = p["streamd"], p["baseline"]
         assert s["all_started"], p
         assert s["cameras"] == p["n"]
@@ -77,3 +78,11 @@ def test_table_prints_every_column() -> None:
     cells = row.split()
     assert cells[:6] == ["2", "1s", "0.30", "400", "0.20", "1.50"]
     assert cells.count("—") == 4  # absent daemon fields print as a dash, not as 0
+
+
+def test_a_failed_point_prints_its_reason() -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    import scale
+
+    _, row = scale.table([{"n": 64, "gop_s": 1, "error": "API silent for 60 s\nlog"}]).splitlines()
+    assert row.split() == ["64", "1s", "failed:", "API", "silent", "for", "60", "s"]
