@@ -81,9 +81,12 @@ def camera_stats(s0: Snapshot, s1: Snapshot, target_fps: float) -> dict[str, Any
     secs = s1.at - s0.at
     cams = sorted(s1.cameras)
 
+    def per_camera(key: str) -> dict[str, float]:
+        out = {c: _delta(s0, s1, c, key) for c in cams}
+        return {c: d / secs for c, d in out.items() if d is not None}
+
     def rates(key: str) -> list[float]:
-        out = [_delta(s0, s1, c, key) for c in cams]
-        return [d / secs for d in out if d is not None]
+        return list(per_camera(key).values())
 
     def total(key: str) -> int | None:
         out = [_delta(s0, s1, c, key) for c in cams]
@@ -101,7 +104,7 @@ def camera_stats(s0: Snapshot, s1: Snapshot, target_fps: float) -> dict[str, Any
         "target_fps": statistics.mean(targets) if targets else target_fps,
         "analysed_fps_min": min(analysed) if analysed else None,
         "analysed_fps_mean": statistics.mean(analysed) if analysed else None,
-        "analysed_fps_per_camera": dict(zip(cams, analysed, strict=False)),
+        "analysed_fps_per_camera": per_camera("analysed_frames"),
         "decoded_fps_mean": statistics.mean(decoded) if decoded else None,
         # the typical camera's median, the worst camera's 95th percentile
         "latency_p50_s": statistics.median(p50) if p50 else None,
