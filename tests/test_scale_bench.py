@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from support.rtsp import ffmpeg_available, gst_rtsp_available
 
-pytestmark = [pytest.mark.slow, pytest.mark.media, pytest.mark.timeout(240)]
+# Most of the run is the daemon starting twice (detector and MiniLM loads): seen here ≈30 s each
+# at a load average of 5 on the 2 shared cores, 60-80 s at 10-16; the windows themselves are 6 s.
+pytestmark = [pytest.mark.slow, pytest.mark.media, pytest.mark.timeout(420)]
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "media" / "intel_one-by-one-person-detection.mp4"
@@ -30,7 +32,7 @@ def bench_json(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> di
         [sys.executable, str(REPO / "bench" / "scale.py"), "--n", "1,4", "--gop", "1",
          "--seconds", "6", "--warmup", "1", "--ready-timeout", "20",
          "--cache-dir", str(cache), "--json"],
-        capture_output=True, text=True, timeout=220, check=False, cwd=REPO,
+        capture_output=True, text=True, timeout=400, check=False, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
