@@ -44,9 +44,16 @@ def prepare_clip(gop_s: int, seconds: int, cache_dir: Path, source: Path = SOURC
     enough for the whole measurement instead of looping in the server."""
     if not source.is_file():
         raise BenchError(f"source footage missing: {source} (see ../shared/media/README.md)")
-    out = cache_dir / f"{source.stem}_{WIDTH}x{HEIGHT}p{FPS}_gop{gop_s}s_{seconds}s.mp4"
-    if out.is_file() and out.stat().st_size > 0:
-        return out
+    stem = f"{source.stem}_{WIDTH}x{HEIGHT}p{FPS}_gop{gop_s}s_"
+    out = cache_dir / f"{stem}{seconds}s.mp4"
+    # any cached clip at least this long will do: the shortest of them
+    cached: dict[int, Path] = {}
+    for path in cache_dir.glob(f"{stem}*s.mp4"):
+        length = path.name.removeprefix(stem).removesuffix("s.mp4")
+        if length.isdigit() and int(length) >= seconds and path.stat().st_size > 0:
+            cached[int(length)] = path
+    if cached:
+        return cached[min(cached)]
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp.mp4")
     gop = gop_s * FPS
