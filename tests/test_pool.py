@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import threading
 import time
 from collections import Counter
@@ -12,6 +14,8 @@ from pathlib import Path
 import av
 import pytest
 
+from streamd.config import parse_config
+from streamd.errors import ConfigError
 from streamd.ingest.frame import Frame, Image
 from streamd.perception.detector import YoloxDetector
 from streamd.perception.geometry import Detection
@@ -282,3 +286,26 @@ def test_back_pressure_lowers_the_busiest_cameras_first_and_never_queues() -> No
     assert min(skipped[n] for n in demand if n.startswith("hot")) > max(
         skipped[n] for n in demand if n.startswith("mid")
     ), skipped
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("inference: {workers: 0}\n", "inference.workers"),
+        ("inference: {detector_threads: 0}\n", "inference.detector_threads"),
+        ("inference: {threads: 2}\n", "inference.threads"),
+    ],
+)
+def test_bad_inference_settings_are_refused_naming_the_key(text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        parse_config(text, "cfg.yaml")
+
+
+def test_inference_defaults_to_one_worker_per_core() -> None:
+    cfg = parse_config("inference: {detector_threads: 1}\n", "cfg.yaml")
+    assert cfg.inference.workers is None
+    pool = InferencePool(cfg.inference.workers)
+    try:
+        assert pool.workers == (os.cpu_count() or 1)
+    finally:
+        assert pool.close(5.0)
