@@ -8,7 +8,7 @@ second, scaled to 1280x720) at `--fps`, latest frame wins. Both paths see the sa
 the same run:
 - `to_thread`: what each CameraPipeline did before: `await asyncio.to_thread(observe, frame)`
   on asyncio's default executor, every camera for itself;
-- `pool`: one InferencePool (a worker per core) with a lane per camera.
+- `pool(W)`: one InferencePool of W workers (default: one per core) with a lane per camera.
 Printed per K: analysed frames/s in all, per-camera effective fps (min / mean) against the
 target, frames skipped, latency from frame receipt to result (p50 / p95), CPU cores used, and
 the pool's ratios to the baseline.
@@ -180,20 +180,22 @@ def main() -> int:
     ap.add_argument("--cameras", type=int, nargs="+", default=[4, 16, 32])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--fps", type=float, default=1.0, help="target fps per camera")
-    ap.add_argument("--workers", type=int, default=default_workers())
+    ap.add_argument(
+        "--workers", type=int, nargs="+", default=[default_workers()], help="pool sizes to run"
+    )
     args = ap.parse_args()
     if not MODEL.is_file() or not CLIP.is_file():
         print(f"needs {MODEL} and {CLIP}", file=sys.stderr)
         return 2
-    if args.seconds <= 0 or args.fps <= 0 or args.workers < 1 or min(args.cameras) < 1:
+    if args.seconds <= 0 or args.fps <= 0 or min(args.workers) < 1 or min(args.cameras) < 1:
         print("--seconds, --fps, --workers and --cameras must be positive", file=sys.stderr)
         return 2
     detector = YoloxDetector(MODEL)
     frames = footage(60)
-    fps, workers = args.fps, args.workers
+    fps = args.fps
     print(
         f"{len(frames)} real frames at 1280x720, target {fps:g} fps per camera, "
-        f"{args.seconds:g} s per run, pool workers {workers}, detector {detector.runtime}"
+        f"{args.seconds:g} s per run, detector {detector.runtime}"
     )
     header = (
         f"{'K':>3} {'path':<9} {'frames/s':>8} {'eff min':>7} {'eff mean':>8} {'skipped':>7} "
@@ -206,12 +208,20 @@ def main() -> int:
         base = measure(
             "to_thread", k, args.seconds, lambda c, s: run_to_thread(c, fps, s), detector, frames
         )
-        pool = measure(
-            "pool", k, args.seconds, lambda c, s: run_pool(c, fps, s, workers), detector, frames
-        )
-        for r in (base, pool):
+        pools = [
+            measure(
+                f"pool({w})",
+                k,
+                args.seconds,
+                lambda c, s, w=w: run_pool(c, fps, s, w),
+                detector,
+                frames,
+            )
+            for w in args.workers
+        ]
+        for r in (base, *pools):
             ratios = ""
-            if r is pool:
+            if r is not base:
                 ratios = (
                     f" | {_ratio(r.fps_total, base.fps_total):>5} "
                     f"{_ratio(r.eff_min, base.eff_min):>5} {_ratio(r.p95, base.p95):>5} "

@@ -21,12 +21,11 @@ from streamd.events.change import EventChange
 from streamd.ingest.backoff import Backoff
 from streamd.ingest.base import FrameSource
 from streamd.ingest.camera import Camera
-from streamd.ingest.frame import Frame
 from streamd.ingest.source import SourceSpec
 from streamd.latency import LatencyRecorder
 from streamd.perception.geometry import Detector
 from streamd.perception.model import Perception
-from streamd.perception.pool import InferencePool, Lane
+from streamd.perception.pool import InferencePool
 from streamd.perception.world import WorldState
 from streamd.perception.zones import ZoneSet
 from streamd.rules.engine import RuleRunner, RulesEngine
@@ -100,7 +99,6 @@ class CameraPipeline:
             self.segment_s,
         )
         self.latency = LatencyRecorder(self.name)
-        self._lane: Lane[Frame, WorldState] | None = None
         self._done_at: deque[float] = deque(maxlen=512)
         self._started = time.monotonic()
 
@@ -159,8 +157,9 @@ class CameraPipeline:
         if self.pool is not None:
             await self._perceive_pooled(self.pool, queue)
             return
+        skipped = self.stats.skipped  # counters carry on across restarts
         async for frame in self.camera.frames():
-            self.stats.skipped = self.camera.dropped  # the camera's slot kept only the latest
+            self.stats.skipped = skipped + self.camera.dropped  # its slot kept only the latest
             t0 = time.perf_counter()
             world = await asyncio.to_thread(self.perception.observe, frame)
             self.stats.analyse_s += time.perf_counter() - t0
@@ -172,12 +171,14 @@ class CameraPipeline:
     ) -> None:
         """Frames go to this camera's lane (latest wins); world states come back in order."""
         lane = pool.lane(self.name, self.perception.observe, self.config.fps)
-        self._lane = lane
+        skipped, busy = self.stats.skipped, self.stats.analyse_s  # carried across restarts
 
         async def feed() -> None:
             try:
                 async for frame in self.camera.frames():
                     lane.offer(frame)
+                    # Counted as frames arrive: a stalled analysis still shows its skips.
+                    self.stats.skipped = skipped + lane.stats.skipped
             finally:
                 lane.end()
 
@@ -185,8 +186,7 @@ class CameraPipeline:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(feed(), name=f"frames:{self.name}")
                 while (world := await lane.next()) is not None:
-                    self.stats.skipped = lane.stats.skipped
-                    self.stats.analyse_s = lane.stats.busy_s
+                    self.stats.analyse_s = busy + lane.stats.busy_s
                     await self._after(world, queue)
         finally:
             lane.close()
