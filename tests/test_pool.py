@@ -14,13 +14,15 @@ from pathlib import Path
 import av
 import pytest
 
-from streamd.config import parse_config
+from streamd.config import CameraConfig, parse_config
 from streamd.errors import ConfigError
+from streamd.events.change import EventChange
 from streamd.ingest.frame import Frame, Image
 from streamd.perception.detector import YoloxDetector
 from streamd.perception.geometry import Detection
 from streamd.perception.model import Perception
 from streamd.perception.pool import InferencePool, Lane
+from streamd.pipeline import CameraPipeline
 
 # Times (s) in intel_one-by-one-person-detection.mp4 with a person at the table (see
 # tests/test_detector.py), and in intel_car-detection.mp4 with cars crossing.
@@ -309,3 +311,46 @@ def test_inference_defaults_to_one_worker_per_core() -> None:
         assert pool.workers == (os.cpu_count() or 1)
     finally:
         assert pool.close(5.0)
+
+
+def test_camera_pipelines_sharing_a_pool_feed_every_world_state_to_their_rules(
+    model_path: Path,
+) -> None:
+    """Two demo cameras (one asking 10x the frames of the other) on a one-worker pool."""
+    detector = YoloxDetector(model_path)
+    changes: list[EventChange] = []
+
+    async def sink(change: EventChange) -> None:
+        changes.append(change)
+
+    async def scenario() -> list[CameraPipeline]:
+        pool = InferencePool(workers=1)
+        pipes = [
+            CameraPipeline(name, CameraConfig(demo=True, fps=fps), [], detector, sink, pool=pool)
+            for name, fps in (("slow", 1.0), ("fast", 10.0))
+        ]
+        tasks = [asyncio.create_task(p.run()) for p in pipes]
+        try:
+            deadline = time.monotonic() + 60
+            while min(p.stats.observations for p in pipes) < 4:
+                assert time.monotonic() < deadline, [p.stats for p in pipes]
+                assert not any(t.done() for t in tasks), "a pipeline stopped"
+                await asyncio.sleep(0.1)  # polling the condition above, bounded by deadline
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert await asyncio.to_thread(pool.close, 10.0)
+        return pipes
+
+    for p in asyncio.run(scenario()):
+        # Every frame the pool analysed became a world state the rules engine was fed, but for
+        # at most the one in flight when the camera was stopped (nothing else ever waits).
+        assert 0 <= p.perception.stats.frames - p.stats.observations <= 1
+        assert p.stats.restarts == 0
+        p50, p95 = p.latency.quantiles()
+        assert p50 is not None
+        assert p95 is not None
+        assert 0 <= p50 <= p95 < 60
+        assert p.effective_fps > 0
+        assert p.stats.skipped >= 0
