@@ -248,7 +248,8 @@ def main() -> int:
                 )
             print(
                 f"{r.k:>3} {r.path:<9} {r.fps_total:>8.2f} {r.eff_min:>7.2f} {r.eff_mean:>8.2f} "
-                f"{r.skipped:>7} {r.p50:>6.2f} {r.p95:>6.2f} {r.cores:>5.2f} {r.per_cpu:>7.1f}{ratios}"
+                f"{r.skipped:>7} {r.p50:>6.2f} {r.p95:>6.2f} {r.cores:>5.2f} {r.per_cpu:>7.1f}"
+                f"{ratios}"
             )
     return 0
 
