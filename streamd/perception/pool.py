@@ -126,7 +126,7 @@ class Lane(Generic[T, R]):
 
 
 class InferencePool:
-    """Worker threads running camera lanes' jobs; create on the loop, `close` at shutdown."""
+    """Worker threads running camera lanes' jobs; `close` at shutdown."""
 
     def __init__(self, workers: int | None = None, name: str = "inference") -> None:
         self.workers = workers if workers is not None else default_workers()
@@ -135,12 +135,10 @@ class InferencePool:
         self.cond = threading.Condition()
         self._lanes: list[Lane[object, object]] = []
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._worker, name=f"{name}-{i}", daemon=True)
-            for i in range(self.workers)
-        ]
-        for t in self._threads:
-            t.start()
+        self._name = name
+        # Started with the first lane: a daemon that fails before its cameras start leaves no
+        # idle threads behind.
+        self._threads: list[threading.Thread] = []
 
     def lane(
         self, name: str, work: Callable[[T], R], target_fps: float | None = None
@@ -151,6 +149,13 @@ class InferencePool:
             if self._closed:
                 raise RuntimeError("the inference pool is closed")
             self._lanes.append(lane)  # type: ignore[arg-type]
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._worker, name=f"{self._name}-{i}", daemon=True)
+                    for i in range(self.workers)
+                ]
+                for t in self._threads:
+                    t.start()
         return lane
 
     def remove(self, lane: Lane[T, R]) -> None:
