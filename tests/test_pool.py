@@ -12,12 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import av
+import httpx
 import pytest
+from support.api import serve
 
 from streamd.config import CameraConfig, parse_config
 from streamd.errors import ConfigError
 from streamd.events.change import EventChange
 from streamd.ingest.frame import Frame, Image
+from streamd.metrics import Metrics
 from streamd.perception.detector import YoloxDetector
 from streamd.perception.geometry import Detection
 from streamd.perception.model import Perception
@@ -354,3 +357,27 @@ def test_camera_pipelines_sharing_a_pool_feed_every_world_state_to_their_rules(
         assert 0 <= p50 <= p95 < 60
         assert p.effective_fps > 0
         assert p.stats.skipped >= 0
+
+
+def test_cameras_api_and_metrics_show_back_pressure_and_latency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with serve(Path("data")) as (base, state, _), httpx.Client(base_url=base) as client:
+        name, pipe = next(iter(state.pipelines.items()))
+        before = client.get("/api/cameras").json()[name]
+        assert before["target_fps"] == pipe.config.fps
+        assert before["effective_fps"] == 0.0  # no frame analysed yet
+        assert before["skipped_backpressure"] == 0
+        assert before["latency_p50_s"] is None
+        assert before["latency_p95_s"] is None
+        for ms in range(100, 1100, 100):  # ten frames at 0.1 ... 1.0 s
+            pipe.latency.observe(ms / 1000)
+        after = client.get("/api/cameras").json()[name]
+        assert after["latency_p50_s"] == pytest.approx(0.55)
+        assert after["latency_p95_s"] == pytest.approx(0.955)
+        text = asyncio.run(Metrics(state.store, state.pipelines).render()).decode()
+    assert f'streamd_camera_target_fps{{camera="{name}"}} {pipe.config.fps}' in text
+    assert f'streamd_frames_skipped_backpressure_total{{camera="{name}"}} 0.0' in text
+    assert f'streamd_frame_to_rule_seconds_bucket{{camera="{name}",le="0.5"}} 5.0' in text
+    assert f'streamd_frame_to_rule_seconds_count{{camera="{name}"}} 10.0' in text
