@@ -37,6 +37,7 @@ from streamd.metrics import Metrics
 from streamd.ops import Operations
 from streamd.perception.detector import YOLOX_NANO_SHA256, load_detector
 from streamd.perception.geometry import Detector
+from streamd.perception.pool import InferencePool
 from streamd.pipeline import CameraPipeline
 from streamd.rules.compiler import compile_config_rule, verification_for
 from streamd.rules.evaluate import site_zone
@@ -60,7 +61,14 @@ def compile_plans(cfg: Config) -> dict[str, Plan]:
 def _load_detector(cfg: Config) -> Detector | None:
     d = cfg.model.detector
     sha = d.sha256 or (YOLOX_NANO_SHA256 if d.url and d.url.endswith("yolox_nano.onnx") else None)
-    detector = load_detector(d.path, d.url, sha, cfg.data_dir / "models", d.score_threshold)
+    detector = load_detector(
+        d.path,
+        d.url,
+        sha,
+        cfg.data_dir / "models",
+        d.score_threshold,
+        threads=cfg.inference.detector_threads,
+    )
     if detector is None:
         log.warning(
             "no object detector: model %s not found and could not be downloaded; running with "
@@ -178,6 +186,8 @@ class Daemon:
         # Between rules and events: verified rules' events wait here for the VLM's verdict.
         gate = VerifyGate(verifier, policy_for, sink)
 
+        # One pool of analysis workers for every camera (closed when the cameras have stopped).
+        pool = InferencePool(cfg.inference.workers)
         pipelines = {
             name: CameraPipeline(
                 name,
@@ -189,6 +199,7 @@ class Daemon:
                 webrtc=cfg.webrtc,
                 tz=site_zone(cfg.site.timezone),
                 window=windows.windows.get(name) if windows is not None else None,
+                pool=pool,
             )
             for name, cam in cfg.cameras.items()
             if cam.enabled
@@ -274,6 +285,7 @@ class Daemon:
                     ops.publish_stopped()  # sent by the publisher's shutdown, before offline
                     pub_task.cancel()
         finally:
+            await asyncio.to_thread(pool.close, SHUTDOWN_BUDGET_S / 2)
             if windows is not None:
                 # Seals each window's active segment: a restart resumes all of it.
                 await asyncio.to_thread(windows.close)

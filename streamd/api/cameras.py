@@ -17,6 +17,7 @@ async def cameras(st: State) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, p in st.pipelines.items():
         cam = p.camera
+        p50, p95 = p.latency.quantiles()
         out[name] = {
             "source": cam.spec.display,
             "online": cam.health.online,
@@ -28,6 +29,14 @@ async def cameras(st: State) -> dict[str, Any]:
             "dropped_frames": cam.dropped,
             "analysed_frames": p.perception.stats.analysed,
             "gated_frames": p.perception.stats.gated,
+            # Back-pressure: what the camera asks for, what analysis delivered over the last
+            # seconds, and the frames it skipped to keep up (latest frame wins).
+            "target_fps": p.config.fps,
+            "effective_fps": round(p.effective_fps, 3),
+            "skipped_backpressure": p.stats.skipped,
+            # From frame receipt to its rules evaluated, over the camera's recent frames.
+            "latency_p50_s": None if p50 is None else round(p50, 4),
+            "latency_p95_s": None if p95 is None else round(p95, 4),
             "reconnects": cam.health.reconnects,
             "last_error": cam.stats.last_error or None,
             "rules": [r.name for r, _ in p.rules],

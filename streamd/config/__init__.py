@@ -10,6 +10,7 @@ from streamd.config.api import ApiConfig
 from streamd.config.base import NAME_RE, CameraName, StrictModel
 from streamd.config.camera import CameraConfig
 from streamd.config.database import DatabaseConfig
+from streamd.config.inference import InferenceConfig
 from streamd.config.loader import load_config, parse_config, read_config_text
 from streamd.config.model import DEFAULT_DETECTOR_URL, DetectorConfig, ModelConfig
 from streamd.config.mqtt import MqttConfig
@@ -32,6 +33,7 @@ __all__ = [
     "DatabaseConfig",
     "DetectorConfig",
     "IceServerConfig",
+    "InferenceConfig",
     "LineConfig",
     "ModelConfig",
     "MqttConfig",
