@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -162,11 +163,12 @@ class Daemon:
         from streamd.window.service import open_windows  # torch and models: not at import
 
         enabled = [name for name, cam in cfg.cameras.items() if cam.enabled]
-        # Rule words (MiniLM) load beside the windows, so a rule posted later answers at once.
-        windows, _ = await asyncio.gather(
-            asyncio.to_thread(open_windows, cfg, enabled),
-            asyncio.to_thread(default_resolver().warm),
-        )
+        # Rule words (MiniLM) load in the background, so a rule posted later answers at once
+        # without holding up the cameras (the configured rules are compiled already). A daemon
+        # thread: it owns nothing but the resolver's cache, and a SIGTERM during the load must
+        # not wait for it.
+        threading.Thread(target=default_resolver().warm, name="rule-words", daemon=True).start()
+        windows = await asyncio.to_thread(open_windows, cfg, enabled)
 
         recorded: Counter[tuple[str, str]] = Counter()  # for /metrics: events opened and logged
 
