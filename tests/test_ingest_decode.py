@@ -239,3 +239,28 @@ def test_varying_gop_is_measured_and_decoded_by_gop(tmp_path: Path) -> None:
     ref = reference_frames(clip)
     assert all(np.array_equal(ref[round(t, 3)], im) for t, im in zip(sampled, images, strict=True))
     assert stats.decoded < stats.demuxed / 2
+
+
+def test_sampling_every_frame_of_a_b_frame_stream_keeps_them_all(tmp_path: Path) -> None:
+    """At the stream's own rate every packet is due, several before the reorder delay lets
+    the first out: each still gets its own frame, in order, with its own pixels."""
+    clip = make_clip(tmp_path, gop=50, bframes=3, seconds=4)
+    stats = SourceStats()
+    got: list[tuple[float, np.ndarray]] = []
+    with av.open(str(clip)) as c:
+        stream = c.streams.video[0]
+        decoder = SampledDecoder(stream.codec_context, SamplingClock(FPS), stats)
+        for packet in c.demux(stream):
+            if packet.size == 0 or packet.dts is None:
+                continue
+            arrived = 1000.0 + float(packet.dts * packet.time_base)  # sent in decode order
+            for x in [*decoder.push(packet, arrived)]:
+                got.append((float(x.frame.time or 0), x.frame.to_ndarray(format="bgr24")))
+        for x in decoder.finish():
+            got.append((float(x.frame.time or 0), x.frame.to_ndarray(format="bgr24")))
+    assert stats.decoded == stats.demuxed == 4 * FPS
+    times = [t for t, _ in got]
+    assert len(times) >= 4 * FPS - 2
+    assert times == sorted(set(times))
+    ref = reference_frames(clip)
+    assert all(np.array_equal(ref[round(t, 3)], im) for t, im in got)

@@ -20,7 +20,9 @@ for any GOP. Packets before the first keyframe are dropped: without it they cann
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from streamd.ingest.keyframes import KeyframeMeter
@@ -57,6 +59,10 @@ class _Due:
     arrived: float
     budget: int = MAX_REORDER
 
+    def order(self) -> float:
+        # No PTS: the next frame out will do
+        return float("-inf") if self.pts is None else self.pts
+
 
 class SampledDecoder:
     """Feeds one video stream's packets to its decoder as sparingly as the sampling allows."""
@@ -70,7 +76,11 @@ class SampledDecoder:
         self._in_gop = False  # seen this GOP's keyframe: its packets can be decoded
         self._backlog: list[VideoPacket] = []  # this GOP's packets not yet given to the decoder
         self._arrived: dict[int, float] = {}  # pts -> receive time, for this GOP's packets
-        self._due: _Due | None = None  # a sample the decoder still owes (reorder delay)
+        # Samples the decoder still owes (reorder delay), by PTS: with B-frames, packets come
+        # in decode order, so a later due packet can be an earlier frame.
+        self._dues: list[_Due] = []
+        self._time_base: Fraction | None = None
+        stats.decode_mode = self.mode
 
     def restart(self) -> None:
         """The stream jumps (a file loops to its start): forget the GOP and the decoder state."""
@@ -79,18 +89,23 @@ class SampledDecoder:
         self._in_gop = False
         self._backlog.clear()
         self._arrived.clear()
-        self._due = None
+        self._dues.clear()
 
     def push(self, packet: VideoPacket, arrived: float) -> list[Sample]:
         """One demuxed packet received at `arrived` (epoch s); the samples it completes."""
         self.stats.demuxed += 1
+        self._time_base = packet.time_base
         if packet.is_keyframe:
             self._keyframe(packet)
         if not self._in_gop:
             return []
         if packet.pts is not None:
             self._arrived[packet.pts] = arrived
-        if self._due is not None:
+        if self._dues:
+            # The decoder owes a frame: it needs this packet anyway. Another sample may fall
+            # due meanwhile (a high sampling rate on a B-frame stream).
+            if self.clock.want(arrived):
+                self._owe(packet, arrived)
             return self._decode([packet])
         self._backlog.append(packet)
         if self.mode == "keyframes":
@@ -104,18 +119,34 @@ class SampledDecoder:
                 return []
         elif not self.clock.want(arrived, slack=self._slack() if packet.is_keyframe else 1e-3):
             return []
-        self._due = _Due(packet.pts, arrived)
+        self._owe(packet, arrived)
         backlog, self._backlog = self._backlog, []
         return self._decode(backlog)
 
     def finish(self) -> list[Sample]:
-        """End of stream: drain a sample the decoder still holds back."""
-        if self._due is None:
+        """End of stream: drain the samples the decoder still holds back."""
+        if not self._dues:
             return []
-        out = self._collect(self.codec.decode(None))
-        self._due = None
-        self.codec.flush_buffers()
+        out = self._collect(self._drain())
+        self._dues.clear()
         return out
+
+    def _drain(self) -> list[av.VideoFrame]:
+        """Every frame the decoder still holds, then a reset so it can decode again."""
+        frames: list[av.VideoFrame] = self.codec.decode(None)
+        for frame in frames:
+            # Drained frames have no packet to take their time base from
+            if frame.time_base is None:
+                frame.time_base = self._time_base
+        self.codec.flush_buffers()
+        return frames
+
+    def _owe(self, packet: VideoPacket, arrived: float) -> None:
+        bisect.insort(self._dues, _Due(packet.pts, arrived), key=_Due.order)
+
+    def _settled(self, pts: int) -> int:
+        """How many dues (by PTS) the frame at `pts` settles: its own and any skipped before."""
+        return sum(1 for due in self._dues if due.order() <= pts)
 
     def _keyframe(self, packet: VideoPacket) -> None:
         t = float(packet.pts * packet.time_base) if packet.pts is not None else None
@@ -145,8 +176,7 @@ class SampledDecoder:
         if not any(f.pts == packet.pts for f in frames):
             # A decoder with a reorder delay holds even a keyframe back: drain it, then reset
             # it. A later sample of this GOP, if any, then starts again from the keyframe.
-            frames += self.codec.decode(None)
-            self.codec.flush_buffers()
+            frames += self._drain()
             self._backlog.append(packet)
         # Frames still held from an earlier GOP may come out first; the keyframe's is the one.
         mine = [f for f in frames if f.pts == packet.pts] or frames[-1:]
@@ -157,26 +187,27 @@ class SampledDecoder:
         for packet in packets:
             self.stats.decoded += 1
             out += self._collect(self.codec.decode(packet))
-        due = self._due
-        if due is not None:
-            due.budget -= 1
-            if due.budget < 0:
+        if self._dues:
+            self._dues[0].budget -= 1
+            if self._dues[0].budget < 0:
                 # The due frame never came out: the decoder lost step with this GOP (broken
-                # packets). Drop the sample and wait for the next keyframe.
-                self._due = None
+                # packets). Drop the samples and wait for the next keyframe.
+                self._dues.clear()
                 self._in_gop = False
                 self.codec.flush_buffers()
         return out
 
     def _collect(self, frames: list[av.VideoFrame]) -> list[Sample]:
-        due = self._due
-        if due is None:
-            return []
+        out: list[Sample] = []
         for frame in frames:
-            # Frames come out in presentation order: the first at or past the due one is it.
-            if frame.pts is None or due.pts is None or frame.pts >= due.pts:
-                self._due = None
+            if not self._dues:
+                break
+            due = self._dues[0]
+            # Frames come out in presentation order: the first at or past the due one is it
+            # (past it only when the due frame itself never came out).
+            if frame.pts is None or frame.pts >= due.order():
+                del self._dues[: 1 if frame.pts is None else self._settled(frame.pts)]
                 pts = frame.pts
                 received = due.arrived if pts is None else self._arrived.get(pts, due.arrived)
-                return [Sample(frame, received)]
-        return []
+                out.append(Sample(frame, received))
+        return out
