@@ -194,73 +194,100 @@ def test_file_source_keeps_real_time_and_decodes_keyframes(tmp_path: Path) -> No
     assert_honest(run)
 
 
+@dataclass
+class Replay:
+    stats: SourceStats
+    times: list[float]  # presentation time (s) of each sampled frame
+    images: list[np.ndarray]
+    modes: list[str]  # the decode mode when each sample came out
+    keyframes: list[float]
+
+
+def replay(clip: Path, fps: float) -> Replay:
+    """Feed a file's packets to SampledDecoder as fast as it can go, each "received" at its
+    decode time (DTS: the order a camera sends in), and decode the samples' pixels."""
+    stats = SourceStats()
+    out = Replay(stats, [], [], [], [])
+    with av.open(str(clip)) as c:
+        stream = c.streams.video[0]
+        decoder = SampledDecoder(stream.codec_context, SamplingClock(fps), stats)
+        for packet in c.demux(stream):
+            if packet.size == 0 or packet.dts is None or packet.pts is None:
+                continue
+            if packet.is_keyframe:
+                out.keyframes.append(round(float(packet.pts * packet.time_base), 3))
+            samples = decoder.push(packet, 1000.0 + float(packet.dts * packet.time_base))
+            for x in [*samples]:
+                out.times.append(float(x.frame.time))
+                out.images.append(x.frame.to_ndarray(format="bgr24"))
+                out.modes.append(stats.decode_mode)
+        for x in decoder.finish():
+            out.times.append(float(x.frame.time))
+            out.images.append(x.frame.to_ndarray(format="bgr24"))
+            out.modes.append(stats.decode_mode)
+    ref = reference_frames(clip)
+    for t, im in zip(out.times, out.images, strict=True):
+        assert np.array_equal(ref[round(t, 3)], im), f"frame at {t:.3f} s differs"
+    return out
+
+
+VARYING_KEYS = "0,0.6,1.2,3.2,3.8,4.4,5.0,7.0,7.6"
+
+
+def varying_clip(directory: Path, bframes: int) -> Path:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not found on PATH (apt-get install ffmpeg)")
+    clip = directory / f"varying_bf{bframes}.mp4"
+    cmd = [
+        "ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi",
+        "-i", f"testsrc2=size=320x180:rate={FPS}", "-t", "9",
+        "-c:v", "libx264", "-preset", "ultrafast", "-bf", str(bframes), "-g", "250",
+        "-sc_threshold", "0", "-force_key_frames", VARYING_KEYS, "-pix_fmt", "yuv420p",
+        str(clip),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, timeout=60)
+    return clip
+
+
 def test_varying_gop_is_measured_and_decoded_by_gop(tmp_path: Path) -> None:
     """Keyframes at irregular times. Short GOPs first: keyframes only, until a 2 s GOP makes the
     awaited keyframe late and that sample is decoded from its GOP instead; from then on the
     longest recent GOP (2 s) keeps the GOP way. The median GOP is reported."""
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not found on PATH (apt-get install ffmpeg)")
-    clip = tmp_path / "varying.mp4"
-    keys = "0,0.6,1.2,3.2,3.8,4.4,5.0,7.0,7.6"
-    cmd = [
-        "ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi",
-        "-i", f"testsrc2=size=320x180:rate={FPS}", "-t", "9",
-        "-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "250",
-        "-sc_threshold", "0", "-force_key_frames", keys, "-pix_fmt", "yuv420p", str(clip),
-    ]  # fmt: skip
-    subprocess.run(cmd, check=True, timeout=60)
-    stats = SourceStats()
-    clock = SamplingClock(1.0)
-    sampled: list[float] = []
-    keyframes: list[float] = []
-    modes: list[str] = []
-    images: list[np.ndarray] = []
-    with av.open(str(clip)) as c:
-        stream = c.streams.video[0]
-        decoder = SampledDecoder(stream.codec_context, clock, stats)
-        for packet in c.demux(stream):
-            if packet.size == 0 or packet.pts is None:
-                continue
-            t = float(packet.pts * packet.time_base)
-            if packet.is_keyframe:
-                keyframes.append(round(t, 3))
-            # arrival = media time: the replay of a recording, without waiting for it
-            for x in decoder.push(packet, 1000.0 + t):
-                sampled.append(float(x.frame.time or 0))
-                images.append(x.frame.to_ndarray(format="bgr24"))
-                modes.append(stats.decode_mode)
-    assert keyframes == [float(k) for k in keys.split(",")]
-    assert stats.keyframe_interval_s == pytest.approx(0.6, abs=0.01)  # the median GOP
-    assert stats.decode_mode == "gop"  # 2 s GOPs among them: keyframes alone would miss samples
+    r = replay(varying_clip(tmp_path, bframes=0), fps=1.0)
+    assert r.keyframes == [float(k) for k in VARYING_KEYS.split(",")]
+    assert r.stats.keyframe_interval_s == pytest.approx(0.6, abs=0.01)  # the median GOP
+    assert r.stats.decode_mode == "gop"  # 2 s GOPs among them: keyframes alone miss samples
     # 1.2: the keyframe nearest 1.0; 2.32: 2.0 plus the slack (half the 0.6 s GOP) while
     # waiting for a keyframe that came only at 3.2; then on the 1 s grid again
-    assert sampled == pytest.approx([0.0, 1.2, 2.32, 3.2, 4.0, 5.0, 6.0, 7.0, 8.0], abs=0.01)
-    assert modes[:3] == ["gop", "keyframes", "keyframes"]
-    ref = reference_frames(clip)
-    assert all(np.array_equal(ref[round(t, 3)], im) for t, im in zip(sampled, images, strict=True))
-    assert stats.decoded < stats.demuxed / 2
+    assert r.times == pytest.approx([0.0, 1.2, 2.32, 3.2, 4.0, 5.0, 6.0, 7.0, 8.0], abs=0.01)
+    assert r.modes[:3] == ["gop", "keyframes", "keyframes"]
+    assert r.stats.decoded < r.stats.demuxed / 2
+
+
+def test_varying_gop_with_b_frames_stays_honest(tmp_path: Path) -> None:
+    """The same with B-frames: a keyframe decoded alone must be drained out of the reorder
+    delay (and the decoder reset), and the fallback to the GOP way then starts again from the
+    keyframe. Pixels match a full decode (checked in replay), times are real, none missing."""
+    r = replay(varying_clip(tmp_path, bframes=3), fps=1.0)
+    assert r.modes[1] == "keyframes"
+    assert len(r.times) == 9
+    assert all(0.7 <= b - a <= 1.4 for a, b in itertools.pairwise(r.times))
+    assert r.stats.decoded < r.stats.demuxed / 2
+
+
+def test_one_second_gop_with_b_frames_decodes_keyframes_only(tmp_path: Path) -> None:
+    r = replay(make_clip(tmp_path, gop=25, bframes=3, seconds=6), fps=1.0)
+    assert r.stats.decode_mode == "keyframes"
+    assert r.times == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    # The first sample comes before the GOP is known, the GOP way: its keyframe waits in the
+    # reorder delay for the next packets (2 here). The others are keyframes decoded alone.
+    assert r.stats.decoded <= len(r.times) + 3
+    assert r.modes[1:] == ["keyframes"] * 5
 
 
 def test_sampling_every_frame_of_a_b_frame_stream_keeps_them_all(tmp_path: Path) -> None:
     """At the stream's own rate every packet is due, several before the reorder delay lets
     the first out: each still gets its own frame, in order, with its own pixels."""
-    clip = make_clip(tmp_path, gop=50, bframes=3, seconds=4)
-    stats = SourceStats()
-    got: list[tuple[float, np.ndarray]] = []
-    with av.open(str(clip)) as c:
-        stream = c.streams.video[0]
-        decoder = SampledDecoder(stream.codec_context, SamplingClock(FPS), stats)
-        for packet in c.demux(stream):
-            if packet.size == 0 or packet.dts is None:
-                continue
-            arrived = 1000.0 + float(packet.dts * packet.time_base)  # sent in decode order
-            for x in [*decoder.push(packet, arrived)]:
-                got.append((float(x.frame.time or 0), x.frame.to_ndarray(format="bgr24")))
-        for x in decoder.finish():
-            got.append((float(x.frame.time or 0), x.frame.to_ndarray(format="bgr24")))
-    assert stats.decoded == stats.demuxed == 4 * FPS
-    times = [t for t, _ in got]
-    assert len(times) >= 4 * FPS - 2
-    assert times == sorted(set(times))
-    ref = reference_frames(clip)
-    assert all(np.array_equal(ref[round(t, 3)], im) for t, im in got)
+    r = replay(make_clip(tmp_path, gop=50, bframes=3, seconds=4), fps=FPS)
+    assert r.stats.decoded == r.stats.demuxed == 4 * FPS
+    assert r.times == pytest.approx([i / FPS for i in range(4 * FPS)], abs=1e-3)
