@@ -203,14 +203,14 @@ class Replay:
     keyframes: list[float]
 
 
-def replay(clip: Path, fps: float) -> Replay:
+def replay(clip: Path, fps: float, **kwargs: int) -> Replay:
     """Feed a file's packets to SampledDecoder as fast as it can go, each "received" at its
     decode time (DTS: the order a camera sends in), and decode the samples' pixels."""
     stats = SourceStats()
     out = Replay(stats, [], [], [], [])
     with av.open(str(clip)) as c:
         stream = c.streams.video[0]
-        decoder = SampledDecoder(stream.codec_context, SamplingClock(fps), stats)
+        decoder = SampledDecoder(stream.codec_context, SamplingClock(fps), stats, **kwargs)
         for packet in c.demux(stream):
             if packet.size == 0 or packet.dts is None or packet.pts is None:
                 continue
@@ -291,3 +291,13 @@ def test_sampling_every_frame_of_a_b_frame_stream_keeps_them_all(tmp_path: Path)
     r = replay(make_clip(tmp_path, gop=50, bframes=3, seconds=4), fps=FPS)
     assert r.stats.decoded == r.stats.demuxed == 4 * FPS
     assert r.times == pytest.approx([i / FPS for i in range(4 * FPS)], abs=1e-3)
+
+
+def test_a_gop_too_long_to_hold_is_decoded_as_it_comes(tmp_path: Path) -> None:
+    """One keyframe, then 10 s of inter frames: past `max_backlog` undecoded packets the older
+    ones are decoded as they come, so memory stays bounded and samples keep coming."""
+    clip = make_clip(tmp_path, gop=1000, bframes=0, seconds=10)
+    r = replay(clip, fps=1.0, max_backlog=40)
+    assert r.keyframes == [0.0]
+    assert r.times == pytest.approx([float(t) for t in range(10)], abs=1e-3)
+    assert r.stats.decoded == pytest.approx(r.stats.demuxed, abs=40)

@@ -38,8 +38,11 @@ if TYPE_CHECKING:
 Mode = Literal["keyframes", "gop"]
 
 # Keyframes-only is chosen while the longest recent GOP is at most this much longer than the
-# sampling period: a sample then comes at most 15 % late, instead of decoding a whole GOP.
+# sampling period: samples then come at most 15 % further apart, instead of decoding GOPs.
 KEYFRAME_TOLERANCE = 1.15
+# Undecoded packets kept for one GOP at most (a minute at 25 fps): a stream whose keyframes stop
+# coming (or never come flagged) is then decoded as it arrives rather than held without bound.
+MAX_BACKLOG = 1500
 # A B-frame decoder holds a frame back by its reorder depth (at most 16 in H.264); past this
 # many extra packets without the due frame the decoder is out of step and the sample is dropped.
 MAX_REORDER = 16
@@ -67,8 +70,15 @@ class _Due:
 class SampledDecoder:
     """Feeds one video stream's packets to its decoder as sparingly as the sampling allows."""
 
-    def __init__(self, codec: Any, clock: SamplingClock, stats: SourceStats) -> None:
+    def __init__(
+        self,
+        codec: Any,
+        clock: SamplingClock,
+        stats: SourceStats,
+        max_backlog: int = MAX_BACKLOG,
+    ) -> None:
         self.codec = codec
+        self.max_backlog = max_backlog
         self.clock = clock
         self.stats = stats
         self.meter = KeyframeMeter()
@@ -108,6 +118,8 @@ class SampledDecoder:
                 self._owe(packet, arrived)
             return self._decode([packet])
         self._backlog.append(packet)
+        if len(self._backlog) > self.max_backlog:
+            self._catch_up()
         if self.mode == "keyframes":
             if packet.is_keyframe:
                 if not self.clock.want(arrived, slack=self._slack()):
@@ -140,6 +152,15 @@ class SampledDecoder:
                 frame.time_base = self._time_base
         self.codec.flush_buffers()
         return frames
+
+    def _catch_up(self) -> None:
+        """Decode the backlog but its newest packet (nothing is due before it), so the decoder
+        keeps pace with a GOP too long to hold."""
+        *older, newest = self._backlog
+        for packet in older:
+            self.stats.decoded += 1
+            self.codec.decode(packet)
+        self._backlog = [newest]
 
     def _owe(self, packet: VideoPacket, arrived: float) -> None:
         bisect.insort(self._dues, _Due(packet.pts, arrived), key=_Due.order)
