@@ -89,7 +89,9 @@ class _Collector(Collector):
             online.add_metric([name], int(cam.health.online))
             values = {
                 "decoded": cam.stats.decoded,
+                "demuxed": cam.stats.demuxed,
                 "sampled": cam.stats.sampled,
+                "keyframe_interval": cam.stats.keyframe_interval_s,
                 "dropped": cam.dropped,
                 "analysed": p.perception.stats.analysed,
                 "gated": p.perception.stats.gated,
@@ -101,7 +103,9 @@ class _Collector(Collector):
                 "skipped": p.stats.skipped,
             }
             for key, family in families.items():
-                family.add_metric([name], values[key])
+                value = values[key]
+                if value is not None:  # a keyframe interval is unknown until two were seen
+                    family.add_metric([name], value)
         yield online
         yield from families.values()
         yield from self._latency()
@@ -257,6 +261,13 @@ class _Collector(Collector):
 # (key, kind, metric name, help) per camera; counters get `_total` from prometheus_client.
 _CAMERA = [
     ("decoded", "counter", "streamd_frames_decoded", "Frames decoded."),
+    ("demuxed", "counter", "streamd_frames_demuxed", "Frames received (demuxed, decoded or not)."),
+    (
+        "keyframe_interval",
+        "gauge",
+        "streamd_keyframe_interval_seconds",
+        "Typical time between the stream's keyframes.",
+    ),
     ("sampled", "counter", "streamd_frames_sampled", "Frames sampled for analysis."),
     ("dropped", "counter", "streamd_frames_dropped", "Sampled frames dropped (analysis busy)."),
     ("analysed", "counter", "streamd_frames_analysed", "Frames analysed."),

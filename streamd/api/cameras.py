@@ -25,7 +25,10 @@ async def cameras(st: State) -> dict[str, Any]:
             "width": cam.stats.width,
             "height": cam.stats.height,
             "decoded_frames": cam.stats.decoded,
+            "demuxed_frames": cam.stats.demuxed,
             "sampled_frames": cam.stats.sampled,
+            "keyframe_interval_s": _seconds(cam.stats.keyframe_interval_s),
+            "decode_mode": cam.stats.decode_mode,
             "dropped_frames": cam.dropped,
             "analysed_frames": p.perception.stats.analysed,
             "gated_frames": p.perception.stats.gated,
@@ -43,3 +46,7 @@ async def cameras(st: State) -> dict[str, Any]:
             "window": p.window.describe() if p.window is not None else None,
         }
     return out
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
