@@ -100,15 +100,17 @@ def test_bag_left_by_its_owner_is_unattended_once_they_walk_away() -> None:
     events = []
     objects = []
     for t in range(0, 30):
-        if t < 5:
+        if t < 4:
             people: list[Box] = []
-        elif t < 12:  # arrives, puts the bag down at t=6, stands beside it
+        elif t < 6:  # arrives carrying the bag (it is inside their box)
+            people = [Box(122, 110, 172, 200)]
+        elif t < 12:  # has put it down at t=6, stands beside it
             people = [Box(120, 110, 148, 200)]
         else:  # walks off to the left, one step a second, out of the frame
             x = 120 - 25 * (t - 11)
             people = [Box(x, 110, x + 28, 200)] if x > 0 else []
         det.boxes = people
-        world = world_model.observe(_frame(float(t), people, bag if t >= 6 else None))
+        world = world_model.observe(_frame(float(t), people, bag if t >= 4 else None))
         events += list(world.events)
         objects = world.objects()
     placed = [e for e in events if e.kind is EventKind.PLACED]
@@ -122,6 +124,43 @@ def test_bag_left_by_its_owner_is_unattended_once_they_walk_away() -> None:
     assert obj.kind is TrackKind.OBJECT
     assert obj.owner_id == placed[0].details["owner_id"]
     assert obj.unattended_since == unattended[0].ts
+
+
+def test_thing_appearing_beside_a_passer_by_is_not_left() -> None:
+    """A patch that appears next to someone's path (a reflection, a light coming on, a door
+    opening behind glass) was never inside anyone's box: nobody brought it, so it is placed
+    but never unattended, however close they pass and however far they then go."""
+    det = _Boxes()
+    world_model = Perception(det)
+    patch = Box(150, 170, 170, 190)
+    events = []
+    for t in range(0, 25):
+        x = 290 - 15 * t  # walks right to left, slowly, passing just above the patch
+        people = [Box(x, 60, x + 28, 150)] if x > 0 else []
+        det.boxes = people
+        world = world_model.observe(_frame(float(t), people, patch if t >= 8 else None))
+        events += list(world.events)
+    kinds = [e.kind for e in events]
+    assert EventKind.PLACED in kinds
+    assert EventKind.UNATTENDED not in kinds
+
+
+def test_still_part_of_a_seated_person_is_not_an_object() -> None:
+    """Someone sitting still shifts a leg: the new place of the leg is still foreground a
+    moment later, at times just outside their box (the detector crops it). It is part of
+    them, not a thing they put down."""
+    det = _Boxes()
+    world_model = Perception(det)
+    events = []
+    seated = [Box(100, 80, 160, 200), Box(100, 80, 160, 180)]  # box flickers (knee cropped)
+    for t in range(0, 25):
+        det.boxes = [seated[t % 2]]
+        # they fidget (a hand goes from side to side), so every frame goes to the detector
+        hand = Box(90, 100, 100, 140) if t % 2 else Box(160, 100, 170, 140)
+        leg = Box(110, 182, 150, 198) if t >= 8 else None  # the leg moved here at t=8
+        world = world_model.observe(_frame(float(t), [Box(100, 80, 160, 180), hand], leg))
+        events += list(world.events)
+    assert [e for e in events if e.kind is EventKind.PLACED] == []
 
 
 def test_object_taken_away_is_removed() -> None:
