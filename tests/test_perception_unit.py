@@ -11,7 +11,7 @@ from streamd.ingest.frame import Frame
 from streamd.perception.geometry import Box, Detection
 from streamd.perception.model import Perception
 from streamd.perception.posture import PostureParams, update_posture
-from streamd.perception.tracker import Track
+from streamd.perception.tracker import Track, Tracker, TrackInput
 from streamd.perception.world import EventKind, Posture, TrackKind
 from streamd.perception.zones import Line, Zone, ZoneSet
 
@@ -71,6 +71,31 @@ def test_lying_down_slowly_is_lying_not_a_fall() -> None:
     assert kinds == []
     assert tr.posture is Posture.LYING
     assert tr.lying_since == 5.0
+
+
+def test_fall_seen_end_on_is_lying_from_when_the_fall_was_seen() -> None:
+    """Falling towards the camera the body lands foreshortened (not wide): the box plunges and
+    stays low. Once the fall is confirmed the person has been on the floor since it was seen,
+    not only from the next sample on."""
+    plunged = Box(90, 210, 170, 300)  # top dropped by 0.7 of the height; as tall as wide
+    seq = [(0.0, UP), (1.0, UP), (2.0, plunged), (3.0, plunged), (4.0, plunged)]
+    tr, kinds = _person(seq, PostureParams())
+    assert kinds == [EventKind.FELL]
+    assert tr.posture is Posture.LYING
+    assert tr.lying_since == 2.0
+
+
+def test_someone_elsewhere_does_not_take_over_a_fallen_person() -> None:
+    """A lying body's box is wide, so its diagonal reaches far: a person detected across the
+    room a second later is someone else, not the fallen one walking off."""
+    tracker = Tracker()
+    (fallen,) = tracker.update(0.0, [TrackInput(Box(0, 430, 470, 480), "person", 0.9)])
+    fallen.fallen_at = 0.0
+    (other,) = tracker.update(1.0, [TrackInput(Box(266, 169, 320, 244), "person", 0.9)])
+    assert other.track_id != fallen.track_id
+    # sitting up where they lie is still the same person
+    (up,) = tracker.update(2.0, [TrackInput(Box(150, 390, 250, 480), "person", 0.9)])
+    assert up.track_id == fallen.track_id
 
 
 class _Boxes:

@@ -186,6 +186,12 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
         track.fallen_at = track.fall_onset
         track.down_height = box.height
         track.fall_onset = None
+        # Still not upright after falling: on the floor since the fall was first seen, however
+        # the body looks from here (lying along the camera's axis, a body is not wide).
+        if track.posture is not Posture.LYING:
+            track.posture, track.posture_since = Posture.LYING, track.fall_seen
+        if track.lying_since is None:
+            track.lying_since = track.fall_seen
         events.append(
             SceneEvent(
                 EventKind.FELL,
