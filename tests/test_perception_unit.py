@@ -10,7 +10,7 @@ import pytest
 from streamd.ingest.frame import Frame
 from streamd.perception.geometry import Box, Detection
 from streamd.perception.model import Perception
-from streamd.perception.posture import PostureParams, update_posture
+from streamd.perception.posture import PostureParams, classify, update_posture
 from streamd.perception.tracker import Track, Tracker, TrackInput
 from streamd.perception.world import EventKind, Posture, TrackKind
 from streamd.perception.zones import Line, Zone, ZoneSet
@@ -83,6 +83,15 @@ def test_fall_seen_end_on_is_lying_from_when_the_fall_was_seen() -> None:
     assert kinds == [EventKind.FELL]
     assert tr.posture is Posture.LYING
     assert tr.lying_since == 2.0
+
+
+def test_a_wide_box_cut_by_the_top_of_the_frame_is_not_lying() -> None:
+    """An arm reaching in from above (a hand taking a bottle off a table) is boxed as a wide
+    "person"; only part of a body shows, so its shape is no posture. The same box lower down,
+    whole in the frame, is someone lying."""
+    p = PostureParams()
+    assert classify(Box(120, 0, 330, 145), None, p) is Posture.LOW
+    assert classify(Box(120, 100, 330, 245), None, p) is Posture.LYING
 
 
 def test_someone_elsewhere_does_not_take_over_a_fallen_person() -> None:
