@@ -160,6 +160,41 @@ def test_bag_left_by_its_owner_is_unattended_once_they_walk_away() -> None:
     assert obj.unattended_since == unattended[0].ts
 
 
+class _Named(_Boxes):
+    """People as set, plus a named box on the samples listed (a detector calling a thing)."""
+
+    def __init__(self, named: dict[int, Detection]) -> None:
+        super().__init__()
+        self.named = named
+        self.t = 0
+
+    def detect(self, image: object) -> list[Detection]:
+        extra = [self.named[self.t]] if self.t in self.named else []
+        return super().detect(image) + extra
+
+
+def test_one_detection_does_not_name_a_still_object() -> None:
+    """A still object takes a class only once it was detected as that class in more than one
+    sample: a backpack called "cat" once stays unnamed (and a rule about bags still sees it);
+    called "backpack" twice, it is a backpack. The detection boxes the whole thing, more than
+    the still region that differs from the background."""
+    bag = Box(150, 170, 170, 190)
+    whole = Box(146, 160, 174, 192)  # iou with the region < 0.3, but contains it
+    det = _Named({20: Detection("cat", 0, 0.6, whole)})
+    det.named |= {t: Detection("backpack", 0, 0.5, whole) for t in (24, 26)}
+    world_model = Perception(det)
+    labels = {}
+    for t in range(0, 28):
+        det.t = t
+        x = 20 + (37 * t) % 250  # someone pacing far above: every frame changes
+        det.boxes = [Box(x, 20, x + 28, 100)]
+        world = world_model.observe(_frame(float(t), det.boxes, bag if t >= 8 else None))
+        (obj,) = world.objects() or (None,)
+        labels[t] = None if obj is None else obj.label
+    assert labels[21] is None  # seen as a cat once
+    assert labels[27] == "backpack"
+
+
 def test_thing_appearing_beside_a_passer_by_is_not_left() -> None:
     """A patch that appears next to someone's path (a reflection, a light coming on, a door
     opening behind glass) was never inside anyone's box: nobody brought it, so it is placed

@@ -26,6 +26,7 @@ from streamd.perception.world import EventKind, SceneEvent
 
 __all__ = ["ObjectParams", "StillObject", "StillObjects"]
 
+MIN_NAMED = 2  # samples a still object must be detected as a class in to take its name
 OBJECT_MAX_FRAME = 0.2  # a thing that can be left fills at most this part of the frame
 
 
@@ -48,6 +49,7 @@ class StillObject:
     since: float  # still since (placed)
     last_seen: float
     votes: dict[str, float] = field(default_factory=dict)
+    named: dict[str, int] = field(default_factory=dict)  # samples with a detection of it
     owner_id: int | None = None
     owner_box: Box | None = None
     owner_seen: float | None = None  # when the owner was last seen
@@ -57,9 +59,12 @@ class StillObject:
 
     @property
     def label(self) -> str | None:
+        """The class most detections of it gave, once it has been named in more than one
+        sample: one bad frame (a backpack called "cat") does not name a still object."""
         if not self.votes:
             return None
-        return max(self.votes.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        best = max(self.votes.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        return best if self.named.get(best, 0) >= MIN_NAMED else None
 
     @property
     def score(self) -> float:
@@ -150,6 +155,7 @@ class StillObjects:
             for d in detections:
                 if d.label != "person" and _names(d.box, obj.box, frame_area):
                     obj.votes[d.label] = obj.votes.get(d.label, 0.0) + d.score
+                    obj.named[d.label] = obj.named.get(d.label, 0) + 1
         present = [o for o in self.objects.values() if o.last_seen == ts]
         return present, events
 
