@@ -148,7 +148,10 @@ class Perception:
             for tr in self.tracker.tracks.values()
             if tr.label is None and tr.box.height > tr.box.width and tr.hits >= 2
         ]
-        objects, obj_events = self._objects.update(ts, fg, owners, detections)
+        # A still object is named only by fresh detections: an unchanged frame reuses the last
+        # ones, which must not count again.
+        fresh = detections if analysed else ()
+        objects, obj_events = self._objects.update(ts, fg, owners, fresh)
         events.extend(obj_events)
         events.extend(self._removed(fg, ts))
         h, w = frame.image.shape[:2]

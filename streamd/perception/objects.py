@@ -3,11 +3,15 @@
 Left objects as PETS 2006 / AVSS 2007 define them: an object is unattended once its owner —
 the person it arrived with — is more than about two object widths away (a rule may ask for
 another distance; the state here uses `proximity_widths`). A returning owner re-attends it, and
-an object beside its still owner is attended however long. An object no person was seen
-bringing is never "left" (a moved chair, a lighting patch, a start-up artefact). Passers-by
-never reset or drop it: once an owner is known only the owner counts, and with the owner gone
-only someone who stands by it (a person track that is not moving) attends it. A candidate that
-people walk in front of is kept through the occlusion.
+an object beside its still owner is attended however long. The owner is whoever carried it in:
+it was inside their box just before it came to rest, and they were by it when it did. An object
+nobody was seen bringing is never "left" (a moved chair, a reflection or a door behind glass, a
+person's own ghost, a start-up artefact), and a still region that is part of a person sitting
+or standing there is not an object at all. Passers-by never reset or drop it: once an owner is
+known only the owner counts (picked up again under a new track id where the tracker lost them),
+and with the owner gone only someone who stands by it (a person track that is not moving)
+attends it. A candidate that people walk in front of is kept through the occlusion. Its class
+comes from detections of the thing it is part of, which often box more than the region does.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from streamd.perception.world import EventKind, SceneEvent
 
 __all__ = ["ObjectParams", "StillObject", "StillObjects"]
 
+MIN_NAMED = 2  # samples a still object must be detected as a class in to take its name
+OBJECT_MAX_FRAME = 0.2  # a thing that can be left fills at most this part of the frame
+
 
 @dataclass(frozen=True)
 class ObjectParams:
@@ -30,6 +37,9 @@ class ObjectParams:
     occlusion_grace_s: float = 30.0  # keep a hidden object this long
     lost_grace_s: float = 2.0  # drop an object that vanished (not hidden) after this long
     owner_seen_s: float = 2.0  # an owner unseen for longer has gone
+    carried_cover: float = 0.25  # of the object inside its owner's box as they brought it
+    rest_window_s: float = 1.5  # the owner is by it within this of its coming to rest
+    still_person_s: float = 3.0  # a still person's boxes this recent still outline them
 
 
 @dataclass
@@ -39,17 +49,22 @@ class StillObject:
     since: float  # still since (placed)
     last_seen: float
     votes: dict[str, float] = field(default_factory=dict)
+    named: dict[str, int] = field(default_factory=dict)  # samples with a detection of it
     owner_id: int | None = None
     owner_box: Box | None = None
+    owner_seen: float | None = None  # when the owner was last seen
     last_attended: float = 0.0
     unattended_since: float | None = None
     last_gap: float | None = None  # the owner's distance at the last attended sample
 
     @property
     def label(self) -> str | None:
+        """The class most detections of it gave, once it has been named in more than one
+        sample: one bad frame (a backpack called "cat") does not name a still object."""
         if not self.votes:
             return None
-        return max(self.votes.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        best = max(self.votes.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        return best if self.named.get(best, 0) >= MIN_NAMED else None
 
     @property
     def score(self) -> float:
@@ -94,11 +109,14 @@ class StillObjects:
                 None,
             )
             if obj is None:
-                if any(_inside_person(region.box, q) for q in people):
-                    continue  # a still part of a standing person, not a thing
+                if any(_part_of_person(region.box, q, ts, p.still_person_s) for q in people):
+                    continue  # a still part of a person standing or sitting there, not a thing
                 obj = StillObject(self.new_id(), region.box, region.since, ts)
                 obj.last_attended = region.since
                 obj.owner_id, obj.owner_box = self._owner(obj, people)
+                obj.owner_seen = next(
+                    (q.last_seen for q in people if q.track_id == obj.owner_id), None
+                )
                 self.objects[obj.track_id] = obj
                 events.append(
                     SceneEvent(
@@ -117,6 +135,7 @@ class StillObjects:
             obj.last_seen = ts
             matched.add(obj.track_id)
 
+        frame_area = fg.fg.size / fg.scale**2
         for obj in list(self.objects.values()):
             if obj.track_id not in matched:
                 if fg.overlap(fg.static, obj.box) > 0.5:
@@ -134,51 +153,83 @@ class StillObjects:
                     continue
             events.extend(self._attend(obj, ts, people))
             for d in detections:
-                if d.label != "person" and d.box.iou(obj.box) > 0.3:
+                if d.label != "person" and _names(d.box, obj.box, frame_area):
                     obj.votes[d.label] = obj.votes.get(d.label, 0.0) + d.score
+                    obj.named[d.label] = obj.named.get(d.label, 0) + 1
         present = [o for o in self.objects.values() if o.last_seen == ts]
         return present, events
 
     def _owner(self, obj: StillObject, people: Sequence[Track]) -> tuple[int | None, Box | None]:
-        """The person who stayed closest to the object while it was being put down.
+        """The person who brought the object: it arrived inside their box and came to rest
+        while they were still by it.
 
-        Someone walking past is by it for one sample; someone setting a thing down stays a
-        moment, so an owner must have been within reach in at least two samples."""
-        reach = self.params.proximity_widths * max(obj.box.width, 1.0)
-        best: tuple[float, int, Box] | None = None
+        Two cues, both needed. (1) Carried: in a sample shortly before it became still, the
+        person's box covered a good part of the object (someone walking past at a distance
+        never does, and a region that appears where nobody was, like a reflection or a
+        lighting patch, has no such person). (2) Set down: when the object came to rest the
+        person was still within reach. A person's own ghost (the background where they stood
+        until they moved off) fails this: it only becomes foreground once they have gone."""
+        p = self.params
+        reach = p.proximity_widths * max(obj.box.width, 1.0)
+        best: tuple[tuple[float, float], int, Box] | None = None
         for q in people:
             if q.label is None and q.box.area < 2.0 * obj.box.area:
                 continue  # an unnamed region smaller than the object is not whoever brought it
-            gaps = [
-                box.gap(obj.box)
-                for t, box in q.history
-                if t >= obj.since - self.params.owner_window_s
-            ]
-            near = sorted(g for g in gaps if g <= reach)
-            if len(near) >= 2 and (best is None or near[0] < best[0]):
-                best = (near[0], q.track_id, q.box)
+            # (when, how much) the object was last inside their box before it came to rest
+            carried = max(
+                (
+                    (t, _covered(obj.box, b))
+                    for t, b in q.history
+                    if obj.since - p.owner_window_s <= t <= obj.since
+                    and _covered(obj.box, b) >= p.carried_cover
+                ),
+                default=None,
+            )
+            if carried is None:
+                continue
+            rest_until = obj.since + p.rest_window_s
+            at_rest = [b.gap(obj.box) for t, b in q.history if obj.since <= t <= rest_until]
+            if not at_rest or min(at_rest) > reach:
+                continue
+            # Two people by it: whoever had it last is who set it down.
+            if best is None or carried > best[0]:
+                best = (carried, q.track_id, q.box)
         return (None, None) if best is None else (best[1], best[2])
+
+    def _same_owner(self, obj: StillObject, ts: float, people: Sequence[Track]) -> Track | None:
+        """The owner under a new track id: the tracker loses a still (seated, half-hidden)
+        person now and then and picks them up again as someone new, right where they were."""
+        if obj.owner_box is None or obj.owner_seen is None:
+            return None
+        last = obj.owner_box
+        return next(
+            (
+                q
+                for q in people
+                if q.last_seen == ts
+                and q.first_seen <= obj.owner_seen + self.params.owner_seen_s
+                and q.box.iou(last) >= 0.3
+            ),
+            None,
+        )
 
     def _attend(self, obj: StillObject, ts: float, people: Sequence[Track]) -> list[SceneEvent]:
         p = self.params
         reach = p.proximity_widths * max(obj.box.width, 1.0)
         owner = next((q for q in people if q.track_id == obj.owner_id), None)
+        if owner is None or ts - owner.last_seen > p.owner_seen_s:
+            owner = self._same_owner(obj, ts, people) or owner
         gap: float | None = None
         if owner is not None and ts - owner.last_seen <= p.owner_seen_s:
-            obj.owner_box = owner.box
+            obj.owner_id, obj.owner_box = owner.track_id, owner.box
+            obj.owner_seen = owner.last_seen
             gap = owner.box.gap(obj.box)
             attended = gap <= reach
         else:
-            # Owner gone or unknown: someone who stands by it (not walking past) attends it.
+            # Owner gone: someone who stands by it (not walking past) attends it.
             attended = any(
                 q.last_seen == ts and not q.moving and q.box.gap(obj.box) <= reach for q in people
             )
-            if attended and obj.owner_id is None:
-                stander = min(
-                    (q for q in people if q.last_seen == ts and not q.moving),
-                    key=lambda q: q.box.gap(obj.box),
-                )
-                obj.owner_id, obj.owner_box = stander.track_id, stander.box
         if obj.owner_id is None:
             # Nobody brought it (a moved chair, a lighting patch, a start-up artefact): it
             # can be placed or removed, but not left by someone.
@@ -232,12 +283,41 @@ def _crossing(t0: float, gap0: float | None, t1: float, gap1: float | None, reac
     return t0 + frac * (t1 - t0)
 
 
-def _inside_person(box: Box, person: Track) -> bool:
-    pb = person.box
-    ix = max(0.0, min(box.x2, pb.x2) - max(box.x1, pb.x1))
-    iy = max(0.0, min(box.y2, pb.y2) - max(box.y1, pb.y1))
+def _covered(a: Box, b: Box) -> float:
+    """Fraction of `a` inside `b`."""
+    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    return ix * iy / a.area if a.area > 0 else 0.0
+
+
+def _names(det: Box, obj: Box, frame_area: float) -> bool:
+    """Is this detection of the thing the still region belongs to? The region is often only
+    the part of a thing that differs from the background (a bottle's cap or label, a bag's
+    dark side), so a detection containing it names it too, if that detection is itself
+    object-sized and not many times the region (a table under a cup, a bed)."""
+    if det.iou(obj) > 0.3:
+        return True
     return (
-        person.last_seen >= person.first_seen
-        and ix * iy > 0.5 * box.area
-        and (person.label == "person")
+        _covered(obj, det) >= 0.6
+        and det.area <= 16.0 * obj.area
+        and det.area <= OBJECT_MAX_FRAME * frame_area
     )
+
+
+def _part_of_person(box: Box, person: Track, ts: float, recent_s: float) -> bool:
+    """Is this still region part of a person who is there now (a seated person's leg, a
+    standing person's coat)? A still person's box flickers as they shift (the detector
+    crops a knee, a bent arm), so any of their recent boxes taken where they are now
+    counts; boxes from where they walked in from do not (a bag they set down there is not
+    part of them)."""
+    if person.label != "person" or ts - person.last_seen > 1.0:
+        return False
+    cx, cy = person.box.center
+    reach = 0.5 * person.box.width
+    for t, b in person.history:
+        if t < ts - recent_s:
+            continue
+        bx, by = b.center
+        if abs(bx - cx) + abs(by - cy) <= reach and _covered(box, b) > 0.5:
+            return True
+    return False

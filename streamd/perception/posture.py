@@ -43,6 +43,7 @@ class PostureParams:
     min_fall_height_px: float = 80.0
     body_search: float = 0.6  # widen the last box by this part of its width on each side
     body_min_fill: float = 0.04  # foreground needed in the search area to follow a body
+    top_edge_px: float = 2.0  # a box whose top is this close to the frame's top is cut by it
     lying_gap_s: float = 2.5  # other postures this long end a lying spell
     # A person who is not down is followed through the foreground only this long after their
     # last detection (a missed frame or two); someone who fell, for as long as they are there.
@@ -53,6 +54,10 @@ def classify(box: Box, ref_height: float | None, p: PostureParams) -> Posture:
     h = max(box.height, 1.0)
     aspect = box.width / h
     ratio = None if ref_height is None else h / max(ref_height, 1.0)
+    if box.y1 <= p.top_edge_px and aspect > p.upright_aspect:
+        # Cut by the top of the frame (an arm reaching in, someone right under the camera):
+        # only part of the body shows, and a wide part is not a body lying on the floor.
+        return Posture.LOW
     if aspect >= p.lying_aspect or (
         ratio is not None and ratio <= p.lying_height and aspect >= 0.8
     ):
@@ -186,6 +191,12 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
         track.fallen_at = track.fall_onset
         track.down_height = box.height
         track.fall_onset = None
+        # Still not upright after falling: on the floor since the fall was first seen, however
+        # the body looks from here (lying along the camera's axis, a body is not wide).
+        if track.posture is not Posture.LYING:
+            track.posture, track.posture_since = Posture.LYING, track.fall_seen
+        if track.lying_since is None:
+            track.lying_since = track.fall_seen
         events.append(
             SceneEvent(
                 EventKind.FELL,

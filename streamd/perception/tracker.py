@@ -113,6 +113,10 @@ def _similar_size(a: Box, b: Box) -> bool:
     return 0.5 <= ha / hb <= 2.0
 
 
+def _down(track: Track) -> bool:
+    return track.fallen_at is not None or track.posture is Posture.LYING
+
+
 def _conflict(track: Track, item: TrackInput) -> bool:
     # A person and a thing are different objects even when they overlap (a person carrying a
     # bag, walking past a car); flicker between object labels is normal for one object. An
@@ -170,6 +174,10 @@ class Tracker:
                 continue
             for tr in free.values():
                 if _conflict(tr, item) or not _similar_size(tr.detected_box or tr.box, item.box):
+                    continue
+                if _down(tr) and tr.box.gap(item.box) > 0:
+                    # Someone on the floor gets up where they lie; a detection elsewhere is
+                    # someone else (a lying body's wide box would reach far by its diagonal).
                     continue
                 dist = _distance(tr.box, item.box)
                 if dist <= self.max_jump * max(_diag(tr.box), _diag(item.box)):
