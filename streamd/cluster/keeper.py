@@ -85,14 +85,8 @@ class LeaseKeeper:
         """One round: heartbeat, renew, then give back or take cameras."""
         store = self.store
         if self._first:
-            # Register once more in case the first attempt failed, and take nothing on this
-            # tick: peers starting at the same moment have then sent their heartbeats, and
-            # nobody grabs every camera only to hand most back a moment later.
-            await store.register(self.cameras)
-            await store.heartbeat()
+            await store.register(self.cameras)  # in case it failed when the loop began
             self._first = False
-            self.stats.ticks += 1
-            return
         deadline = time.monotonic() + self.ttl_s
         await store.heartbeat()
         renewed = await store.renew()
@@ -118,7 +112,8 @@ class LeaseKeeper:
             self.stats.released += len(out)
             log.info("released %s: %d instance(s) share %d camera(s)", out, len(counts),
                      len(self.cameras))  # fmt: skip
-        want = room(store.name, counts, len(self.cameras))
+        # Nothing is taken on a tick that gave cameras back: they are for someone else.
+        want = 0 if give else room(store.name, counts, len(self.cameras))
         if want:
             candidates = [c for c in self.cameras if c not in self.held]
             for cam in await store.acquire(candidates, want):

@@ -21,7 +21,8 @@ def excess(me: str, counts: Mapping[str, int], cameras: int) -> int:
     `counts` holds every live instance (zero for those that hold nothing). An instance above
     ceil(C/N) gives back down to it. When everyone is at or below the ceiling but some instance
     has fewer than floor(C/N) (a newcomer), the biggest holders above the floor (ties by name)
-    give one each, just as many as the newcomers lack, so a join moves the fewest cameras.
+    give one each, just as many as the newcomers lack beyond the cameras already free, so a
+    join moves the fewest cameras.
     """
     n = max(1, len(counts))
     mine = counts.get(me, 0)
@@ -29,8 +30,10 @@ def excess(me: str, counts: Mapping[str, int], cameras: int) -> int:
     if mine > ceiling:
         return mine - ceiling
     floor = cameras // n
-    lacking = sum(max(0, floor - c) for c in counts.values())
-    if lacking == 0 or mine <= floor:
+    # Cameras nobody holds go to those lacking first; only the rest has to be given.
+    free = max(0, cameras - sum(counts.values()))
+    lacking = sum(max(0, floor - c) for c in counts.values()) - free
+    if lacking <= 0 or mine <= floor:
         return 0
     donors = sorted(
         (name for name, c in counts.items() if c > floor), key=lambda x: (-counts[x], x)
@@ -39,5 +42,13 @@ def excess(me: str, counts: Mapping[str, int], cameras: int) -> int:
 
 
 def room(me: str, counts: Mapping[str, int], cameras: int) -> int:
-    """How many free cameras `me` may take now (never past the ceiling)."""
-    return max(0, target(cameras, len(counts)) - counts.get(me, 0))
+    """How many free cameras `me` may take now (never past the ceiling).
+
+    While some instance has fewer than floor(C/N), those at or above the floor take nothing:
+    the cameras being given back are for the newcomer.
+    """
+    mine = counts.get(me, 0)
+    floor = cameras // max(1, len(counts))
+    if mine >= floor and any(c < floor for c in counts.values()):
+        return 0
+    return max(0, target(cameras, len(counts)) - mine)
