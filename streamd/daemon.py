@@ -227,6 +227,7 @@ class Daemon:
                     if cam.enabled
                 },
                 base_url=api_base_url(cfg.api),
+                instance=cfg.instance.name if assignment.keeper is not None else None,
             )
             status_topic, pub_ = database_topic(mqtt.topic_prefix), publisher
             writer.on_status = lambda st: pub_.publish_direct(status_topic, st.model_dump_json())
