@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from streamd.cluster.leases import LeaseStore
 from streamd.cluster.share import excess, room
@@ -23,6 +24,7 @@ from streamd.events.db import DatabaseError
 log = logging.getLogger(__name__)
 
 CameraAction = Callable[[str], Awaitable[None]]
+T = TypeVar("T")
 
 _LEAVE_TIMEOUT_S = 2.0
 
@@ -55,8 +57,8 @@ class LeaseKeeper:
     async def run(self) -> None:
         """Until cancelled; then stops every camera and leaves (releases all, no heartbeat)."""
         try:
-            await self.store.register(self.cameras)
-        except DatabaseError as exc:
+            await self._db(self.store.register(self.cameras))
+        except (DatabaseError, TimeoutError) as exc:
             log.warning("camera leases not registered yet: %s", exc)
         try:
             while True:
@@ -66,11 +68,16 @@ class LeaseKeeper:
         finally:
             await self._leave()
 
+    async def _db(self, call: Awaitable[T]) -> T:
+        # A database that hangs is as good as gone: each call gives up within a renewal period,
+        # so the loop still stops cameras whose leases ran out. Only database calls are bounded:
+        # starting and stopping a camera is never cut short half way.
+        async with asyncio.timeout(self.renew_s):
+            return await call
+
     async def _tick_bounded(self) -> None:
         try:
-            # A database that hangs is as good as gone: the tick gives up before a lease could.
-            async with asyncio.timeout(self.renew_s):
-                await self.tick()
+            await self.tick()
         except (DatabaseError, TimeoutError) as exc:
             self.stats.failed_ticks += 1
             self.stats.last_error = str(exc) or "database did not answer in time"
@@ -85,11 +92,11 @@ class LeaseKeeper:
         """One round: heartbeat, renew, then give back or take cameras."""
         store = self.store
         if self._first:
-            await store.register(self.cameras)  # in case it failed when the loop began
+            await self._db(store.register(self.cameras))  # in case it failed at first
             self._first = False
         deadline = time.monotonic() + self.ttl_s
-        await store.heartbeat()
-        renewed = await store.renew()
+        await self._db(store.heartbeat())
+        renewed = await self._db(store.renew())
         for cam in sorted(set(self.held) - renewed):
             log.warning("camera %s: lease lost to another instance; stopping it", cam)
             self.stats.lost += 1
@@ -100,7 +107,7 @@ class LeaseKeeper:
                 # away and nobody took it meanwhile): run it again.
                 await self._start(cam, deadline)
             self.held[cam] = deadline
-        view = await store.view(self.cameras)
+        view = await self._db(store.view(self.cameras))
         counts = {**view.counts, store.name: len(self.held)}
         give = excess(store.name, counts, len(self.cameras))
         if give:
@@ -108,7 +115,7 @@ class LeaseKeeper:
             out = sorted(self.held)[-give:]
             for cam in out:
                 await self._stop(cam)
-            await store.release(out)
+            await self._db(store.release(out))
             self.stats.released += len(out)
             log.info("released %s: %d instance(s) share %d camera(s)", out, len(counts),
                      len(self.cameras))  # fmt: skip
@@ -116,9 +123,9 @@ class LeaseKeeper:
         want = 0 if give else room(store.name, counts, len(self.cameras))
         if want:
             candidates = [c for c in self.cameras if c not in self.held]
-            for cam in await store.acquire(candidates, want):
+            for cam in await self._db(store.acquire(candidates, want)):
                 await self._start(cam, deadline)
-        adopted = await store.adopt_orphans()
+        adopted = await self._db(store.adopt_orphans())
         if adopted:
             log.info("adopted %d unsent MQTT message(s) of instances gone", adopted)
         self.stats.ticks += 1
