@@ -48,7 +48,11 @@ def _local(p: CameraPipeline) -> dict[str, Any]:
     }
 
 
-@router.get("/api/cameras", summary="Camera health and counters", responses=responses())
+@router.get(
+    "/api/cameras",
+    summary="Camera health and counters",
+    responses=responses(503, e503="The lease table (instances sharing a database) is unreachable"),
+)
 async def cameras(st: State) -> dict[str, Any]:
     me = st.config.instance.name
     # The lease table is read like the event log: a database outage answers 503 (handlers).
