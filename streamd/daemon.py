@@ -257,11 +257,11 @@ class Daemon:
         )
 
         log.info(
-            "streamd %s running: %d camera(s), %d rule(s), database %s",
-            cfg.instance.name,
+            "streamd running: %d camera(s), %d rule(s), database %s, instance %s",
             len(pipelines),
             len(cfg.rules),
             engine.url.render_as_string(hide_password=True),
+            cfg.instance.name,
         )
         try:
             async with asyncio.TaskGroup() as tg:
