@@ -232,6 +232,7 @@ class Daemon:
             status_topic, pub_ = database_topic(mqtt.topic_prefix), publisher
             writer.on_status = lambda st: pub_.publish_direct(status_topic, st.model_dump_json())
             pub_.publish_direct(status_topic, writer.status().model_dump_json())
+            assignment.on_taken = publisher.camera_taken
         ops = Operations(cfg, store, running, publisher)
         assignment.runner.on_stopped = lambda cam: ops.publish_stopped([cam])
         api_state = ApiState(

@@ -27,6 +27,7 @@ class Assignment(Generic[P]):
     runner: CameraRunner[P]
     keeper: LeaseKeeper | None
     leases: LeaseStore | None
+    on_taken: Callable[[str], None] | None = None  # a camera is about to start here (leases)
 
     @property
     def running(self) -> Mapping[str, P]:
@@ -73,11 +74,15 @@ def assign_cameras(
         if ended:
             log.info("camera %s: ended %d event(s) its previous holder left open", camera,
                      len(ended))  # fmt: skip
+        if assignment.on_taken is not None:
+            assignment.on_taken(camera)
 
     runner = CameraRunner(pipelines, submit, before_start=end_leftovers)
+    assignment = Assignment(runner, None, None)
     c = cfg.cluster
     leases = LeaseStore(engine, cfg.instance.name, c.lease_ttl_s)
     keeper = LeaseKeeper(
         leases, sorted(pipelines), runner.start, runner.stop, renew_s=c.renew_s, ttl_s=c.lease_ttl_s
     )
-    return Assignment(runner, keeper, leases)
+    assignment.keeper, assignment.leases = keeper, leases
+    return assignment

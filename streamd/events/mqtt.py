@@ -163,6 +163,7 @@ class MqttPublisher:
         # With instances sharing the broker (`instance` set): this connection's Last Will is
         # the instance's own topic, and `<prefix>/available` has a connection of its own.
         self.instance = instance
+        self._taken: set[str] = set()  # cameras taken here whose states need an initial OFF
         self._shared: SharedAvailability | None = None
         if instance is not None:
             self._shared = SharedAvailability(
@@ -209,6 +210,19 @@ class MqttPublisher:
         """Publish a retained status message without the outbox, which lives in the database:
         the database's own status must get out while it is down (QoS 1, latest per topic)."""
         self.publish_live(topic, payload, retain=True, qos=1)
+
+    def camera_taken(self, camera: str) -> None:
+        """(Several instances) `camera` is about to run here and has no open event: its rules'
+        states get the initial OFF that a single daemon sends at connect."""
+        self._taken.add(camera)
+        self._wake.set()
+
+    async def _initial_taken(self, client: aiomqtt.Client) -> None:
+        cams = set(self._taken)
+        if cams:
+            todo = [(c, r) for c, r in self.entities if c in cams]
+            await self._initial_states(client, todo, taken=True)
+            self._taken -= cams
 
     def _client(self) -> aiomqtt.Client:
         client = aiomqtt.Client(
@@ -288,6 +302,7 @@ class MqttPublisher:
                     await self._drain_logged(client)
                 if self.cfg.discovery:
                     await self._announce_all(client)
+                    await self._initial_taken(client)
                 await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
                 if self._shared is not None:
                     self._shared.ready.set()
@@ -356,6 +371,7 @@ class MqttPublisher:
                     await self._drain_logged(client)
             if self.cfg.discovery:
                 await self._sync_entities(client)
+                await self._initial_taken(client)
             await self._flush_live(client)
             self._wake.clear()
             if self.store.outbox.new_messages.is_set() or self._live:
@@ -552,13 +568,15 @@ class MqttPublisher:
         return {}
 
     async def _initial_states(
-        self, client: aiomqtt.Client, entities: Iterable[tuple[str, str]]
+        self, client: aiomqtt.Client, entities: Iterable[tuple[str, str]], *, taken: bool = False
     ) -> None:
         # Any event of this process that was ON has gone through the outbox already (drained
         # before this), so an entity with nothing sent yet is truly OFF: every event left
         # open by a previous run was ended at start. Not so with several instances: another
-        # may hold the camera and an event ON; a camera's OFFs come when it is taken here.
-        if self.instance is not None:
+        # may hold the camera and an event ON; a camera's OFFs come when it is taken here
+        # (`taken`), and only for topics this process has not published: an ON already sent
+        # from the outbox is newer. Either way the OFF goes before any later ON of the camera.
+        if self.instance is not None and not taken:
             return
         for camera, rule in entities:
             topic = state_topic(self.prefix, camera, rule)
