@@ -162,12 +162,24 @@ def test_three_instances_share_cameras_fail_over_and_rebalance(cluster: dict[str
     assert out.returncode == 0, out.stderr
     cli_ids = {r["id"] for r in json.loads(out.stdout)}
     assert {r["id"] for r in rows} <= cli_ids
+
     # MQTT payloads carry the instance; per-instance availability is retained.
-    new = [m.json() for m in watcher.events("new")]
-    new = [e for e in new if e["after"]["start_time"] > balanced_at]
-    assert {e["after"]["instance"] for e in new} >= {"alpha", "bravo", "charlie"}
+    def settled_new() -> list[dict[str, Any]] | None:
+        new = [m.json() for m in watcher.events("new")]
+        new = [e for e in new if e["after"]["start_time"] > balanced_at]
+        return (
+            new if {e["after"]["instance"] for e in new} >= {"alpha", "bravo", "charlie"} else None
+        )
+
+    new = wait_for(settled_new, 10)
+    assert new, "MQTT envelopes do not name every instance"
     for e in new:
         assert holders[e["after"]["camera"]] == e["after"]["instance"]
+    # Each rule's state starts OFF (sent by the instance that took the camera), then follows it.
+    for cam in CAMERAS:
+        states = [m.payload for m in watcher.on(f"{cam}/moving/state")]
+        assert states[:1] == ["OFF"], (cam, states)
+        assert "ON" in states, (cam, states)
     for i in trio:
         assert wait_for(lambda i=i: watcher.on(f"instance/{i.name}/available"), 10)
         assert watcher.on(f"instance/{i.name}/available")[-1].payload == "online"
