@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from streamd.metrics import Metrics
 from streamd.ops import Operations
 from streamd.perception.detector import YOLOX_NANO_SHA256, load_detector
 from streamd.perception.geometry import Detector
+from streamd.perception.pool import InferencePool
 from streamd.pipeline import CameraPipeline
 from streamd.rules.compiler import compile_config_rule, verification_for
 from streamd.rules.evaluate import site_zone
@@ -61,7 +63,14 @@ def compile_plans(cfg: Config) -> dict[str, Plan]:
 def _load_detector(cfg: Config) -> Detector | None:
     d = cfg.model.detector
     sha = d.sha256 or (YOLOX_NANO_SHA256 if d.url and d.url.endswith("yolox_nano.onnx") else None)
-    detector = load_detector(d.path, d.url, sha, cfg.data_dir / "models", d.score_threshold)
+    detector = load_detector(
+        d.path,
+        d.url,
+        sha,
+        cfg.data_dir / "models",
+        d.score_threshold,
+        threads=cfg.inference.detector_threads,
+    )
     if detector is None:
         log.warning(
             "no object detector: model %s not found and could not be downloaded; running with "
@@ -160,11 +169,12 @@ class Daemon:
         from streamd.window.service import open_windows  # torch and models: not at import
 
         enabled = [name for name, cam in cfg.cameras.items() if cam.enabled]
-        # Rule words (MiniLM) load beside the windows, so a rule posted later answers at once.
-        windows, _ = await asyncio.gather(
-            asyncio.to_thread(open_windows, cfg, enabled),
-            asyncio.to_thread(default_resolver().warm),
-        )
+        # Rule words (MiniLM) load in the background, so a rule posted later answers at once
+        # without holding up the cameras (the configured rules are compiled already). A daemon
+        # thread: it owns nothing but the resolver's cache, and a SIGTERM during the load must
+        # not wait for it.
+        threading.Thread(target=default_resolver().warm, name="rule-words", daemon=True).start()
+        windows = await asyncio.to_thread(open_windows, cfg, enabled)
 
         recorded: Counter[tuple[str, str]] = Counter()  # for /metrics: events opened and logged
 
@@ -184,6 +194,8 @@ class Daemon:
         # Between rules and events: verified rules' events wait here for the VLM's verdict.
         gate = VerifyGate(verifier, policy_for, sink)
 
+        # One pool of analysis workers for every camera (closed when the cameras have stopped).
+        pool = InferencePool(cfg.inference.workers)
         pipelines = {
             name: CameraPipeline(
                 name,
@@ -195,6 +207,7 @@ class Daemon:
                 webrtc=cfg.webrtc,
                 tz=site_zone(cfg.site.timezone),
                 window=windows.windows.get(name) if windows is not None else None,
+                pool=pool,
             )
             for name, cam in cfg.cameras.items()
             if cam.enabled
@@ -289,6 +302,7 @@ class Daemon:
                     ops.publish_stopped()  # sent by the publisher's shutdown, before offline
                     pub_task.cancel()
         finally:
+            await asyncio.to_thread(pool.close, SHUTDOWN_BUDGET_S / 2)
             if windows is not None:
                 # Seals each window's active segment: a restart resumes all of it.
                 await asyncio.to_thread(windows.close)

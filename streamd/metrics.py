@@ -89,18 +89,38 @@ class _Collector(Collector):
             online.add_metric([name], int(cam.health.online))
             values = {
                 "decoded": cam.stats.decoded,
+                "demuxed": cam.stats.demuxed,
                 "sampled": cam.stats.sampled,
+                "keyframe_interval": cam.stats.keyframe_interval_s,
                 "dropped": cam.dropped,
                 "analysed": p.perception.stats.analysed,
                 "gated": p.perception.stats.gated,
                 "reconnects": cam.health.reconnects,
                 "restarts": p.stats.restarts,
                 "changes": p.stats.events,
+                "target_fps": p.config.fps,
+                "effective_fps": p.effective_fps,
+                "skipped": p.stats.skipped,
             }
             for key, family in families.items():
-                family.add_metric([name], values[key])
+                value = values[key]
+                if value is not None:  # a keyframe interval is unknown until two were seen
+                    family.add_metric([name], value)
         yield online
         yield from families.values()
+        yield from self._latency()
+
+    def _latency(self) -> Iterator[Metric]:
+        """Every camera's frame-to-rule histogram as one family with a camera label."""
+        merged: Metric | None = None
+        for p in self.m.pipelines.values():
+            for family in p.latency.histogram.collect():
+                if merged is None:
+                    merged = family
+                else:
+                    merged.samples.extend(family.samples)
+        if merged is not None:
+            yield merged
 
     def _events(self) -> Iterator[Metric]:
         labels = ["camera", "rule"]
@@ -241,6 +261,13 @@ class _Collector(Collector):
 # (key, kind, metric name, help) per camera; counters get `_total` from prometheus_client.
 _CAMERA = [
     ("decoded", "counter", "streamd_frames_decoded", "Frames decoded."),
+    ("demuxed", "counter", "streamd_frames_demuxed", "Frames received (demuxed, decoded or not)."),
+    (
+        "keyframe_interval",
+        "gauge",
+        "streamd_keyframe_interval_seconds",
+        "Typical time between the stream's keyframes.",
+    ),
     ("sampled", "counter", "streamd_frames_sampled", "Frames sampled for analysis."),
     ("dropped", "counter", "streamd_frames_dropped", "Sampled frames dropped (analysis busy)."),
     ("analysed", "counter", "streamd_frames_analysed", "Frames analysed."),
@@ -248,6 +275,19 @@ _CAMERA = [
     ("reconnects", "counter", "streamd_camera_reconnects", "Reconnects to the source."),
     ("restarts", "counter", "streamd_pipeline_restarts", "Pipeline restarts after a failure."),
     ("changes", "counter", "streamd_event_changes", "Event changes (new/update/end) emitted."),
+    ("target_fps", "gauge", "streamd_camera_target_fps", "Frames a second the camera asks for."),
+    (
+        "effective_fps",
+        "gauge",
+        "streamd_camera_effective_fps",
+        "Frames a second analysed lately (below target when analysis cannot keep up).",
+    ),
+    (
+        "skipped",
+        "counter",
+        "streamd_frames_skipped_backpressure",
+        "Sampled frames skipped because analysis was busy (latest frame wins).",
+    ),
 ]
 _WINDOW = [
     ("tokens", "gauge", "streamd_window_tokens", "Tokens in the window."),

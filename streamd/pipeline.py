@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,8 +22,10 @@ from streamd.ingest.backoff import Backoff
 from streamd.ingest.base import FrameSource
 from streamd.ingest.camera import Camera
 from streamd.ingest.source import SourceSpec
+from streamd.latency import LatencyRecorder
 from streamd.perception.geometry import Detector
 from streamd.perception.model import Perception
+from streamd.perception.pool import InferencePool
 from streamd.perception.world import WorldState
 from streamd.perception.zones import ZoneSet
 from streamd.rules.engine import RuleRunner, RulesEngine
@@ -53,6 +56,10 @@ class PipelineStats:
     last_obs_at: float = 0.0
     analyse_s: float = 0.0
     window_dropped: int = 0
+    skipped: int = 0  # frames skipped because analysis was still busy (back-pressure)
+
+
+_RATE_WINDOW_S = 10.0
 
 
 @dataclass
@@ -67,6 +74,8 @@ class CameraPipeline:
     stats: PipelineStats = field(default_factory=PipelineStats)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     tz: dt.tzinfo | None = None  # the site's time zone, for clock times in rules
+    # The daemon's shared inference pool; None: this camera analyses in its own thread.
+    pool: InferencePool | None = None
 
     def __post_init__(self) -> None:
         c = self.config
@@ -89,6 +98,9 @@ class CameraPipeline:
             [self.runner(rule, plan) for rule, plan in self.rules],
             self.segment_s,
         )
+        self.latency = LatencyRecorder(self.name)
+        self._done_at: deque[float] = deque(maxlen=512)
+        self._started = time.monotonic()
 
     def runner(self, rule: RuleConfig, plan: Plan) -> RuleRunner:
         """A rule's runner on this camera (its scene predicates score this camera's window)."""
@@ -142,21 +154,70 @@ class CameraPipeline:
                 encoder.cancel()
 
     async def _perceive(self, queue: asyncio.Queue[WorldState] | None) -> None:
+        if self.pool is not None:
+            await self._perceive_pooled(self.pool, queue)
+            return
+        skipped = self.stats.skipped  # counters carry on across restarts
         async for frame in self.camera.frames():
+            self.stats.skipped = skipped + self.camera.dropped  # its slot kept only the latest
             t0 = time.perf_counter()
             world = await asyncio.to_thread(self.perception.observe, frame)
             self.stats.analyse_s += time.perf_counter() - t0
-            self.stats.observations += 1
-            self.stats.last_obs_at = world.ts
-            if queue is not None:
-                if queue.full():
-                    queue.get_nowait()  # latest wins: the window may skip, alerts never wait
-                    self.stats.window_dropped += 1
-                queue.put_nowait(world)
-            for change in self.engine.feed(world):
-                await self._emit(change)
+            await self._after(world, queue)
+        await self._flush()
+
+    async def _perceive_pooled(
+        self, pool: InferencePool, queue: asyncio.Queue[WorldState] | None
+    ) -> None:
+        """Frames go to this camera's lane (latest wins); world states come back in order."""
+        lane = pool.lane(self.name, self.perception.observe, self.config.fps)
+        skipped, busy = self.stats.skipped, self.stats.analyse_s  # carried across restarts
+
+        async def feed() -> None:
+            try:
+                async for frame in self.camera.frames():
+                    lane.offer(frame)
+                    # Counted as frames arrive: a stalled analysis still shows its skips.
+                    self.stats.skipped = skipped + lane.stats.skipped
+            finally:
+                lane.end()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(feed(), name=f"frames:{self.name}")
+                while (world := await lane.next()) is not None:
+                    self.stats.analyse_s = busy + lane.stats.busy_s
+                    await self._after(world, queue)
+        finally:
+            lane.close()
+        await self._flush()
+
+    async def _after(self, world: WorldState, queue: asyncio.Queue[WorldState] | None) -> None:
+        """Everything one world state goes to: window, rules, events; then its latency."""
+        self.stats.observations += 1
+        self.stats.last_obs_at = world.ts
+        self._done_at.append(time.monotonic())
+        if queue is not None:
+            if queue.full():
+                queue.get_nowait()  # latest wins: the window may skip, alerts never wait
+                self.stats.window_dropped += 1
+            queue.put_nowait(world)
+        for change in self.engine.feed(world):
+            await self._emit(change)
+        self.latency.observe(time.time() - world.frame.received_at)
+
+    async def _flush(self) -> None:
         for change in self.engine.flush():
             await self._emit(change)
+
+    @property
+    def effective_fps(self) -> float:
+        """World states per second over the recent window (shorter while just started)."""
+        now = time.monotonic()
+        span = min(_RATE_WINDOW_S, now - self._started)
+        if span <= 0:
+            return 0.0
+        return sum(1 for t in self._done_at if t >= now - span) / span
 
     async def _encode(self, queue: asyncio.Queue[WorldState]) -> None:
         window = self.window

@@ -78,7 +78,10 @@ async def test_file_camera_samples_at_fps_in_real_time(clips_dir: Path) -> None:
     pts = [f.pts for f in frames]
     assert all(p is not None for p in pts)
     assert 3.0 <= (frames[-1].pts or 0) - (frames[0].pts or 0) <= 4.0
-    assert cam.stats.decoded > 8 * 10  # decoded every frame, converted only the sampled ones
+    # this clip has a keyframe every 3-8 frames (x264 scene cuts on the noise): at 2 fps only
+    # keyframes are decoded, the other frames are only demuxed
+    assert cam.stats.decode_mode == "keyframes", cam.stats
+    assert 8 <= cam.stats.decoded < cam.stats.demuxed / 3, cam.stats
 
 
 async def test_unreachable_camera_retries_and_never_logs_its_password(

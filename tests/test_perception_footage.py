@@ -81,6 +81,22 @@ def test_lying_down_on_purpose_is_lying_not_a_fall(shared_dir: Path, model_path:
     assert run.fired("fall") == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (issue 8): at this sampling phase the detector misses the first person "
+    "as she walks out at the right edge; the foreground of her legs plus the ghost of where she "
+    "stood is followed as a wide, low body, and the walk-out is taken for a fall",
+)
+def test_walking_out_of_the_frame_is_not_a_fall(shared_dir: Path, model_path: Path) -> None:
+    run = run_clip(
+        _clip(shared_dir, "intel_one-by-one-person-detection.mp4"),
+        model_path,
+        {"fall": FALL},
+        phase_s=0.5,
+    )
+    assert run.fired("fall") == []
+
+
 def test_bottle_taken_off_the_table_is_removed(shared_dir: Path, model_path: Path) -> None:
     run = run_clip(_clip(shared_dir, "intel_bottle-detection.mp4"), model_path, {})
     removed = [e.ts - 1_700_000_000.0 for e in run.scene("removed")]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from support.daemon import StreamdProcess, free_port
 from support.rtsp import RtspServer, gst_rtsp_available
@@ -44,8 +45,37 @@ def _check_api(api: str, rows: list[dict[str, Any]]) -> None:
         assert http.get("/api/events/no-such-id").status_code == 404
         assert http.get("/api/events", params={"limit": 0}).status_code == 422
         rules = http.get("/api/rules").json()
-        assert rules[0]["plan"] == "count(person) ≥ 1 held for ≥ 2 s"
+        assert rules[0]["plan"] == "count(upright person) ≥ 1 held for ≥ 2 s"
         assert http.get("/openapi.json").status_code == 200
+
+
+def _history(proc: StreamdProcess) -> list[dict[str, Any]]:
+    out = proc.cli("events", "-c", str(proc.config_path), "--json", "--limit", "100")
+    assert out.returncode == 0, out.stderr
+    rows: list[dict[str, Any]] = json.loads(out.stdout)
+    return rows
+
+
+def _complete(rows: list[dict[str, Any]]) -> bool:
+    """Both visits seen (the first one ended), and the street clip's car and cyclist."""
+    visits = sorted(
+        (r for r in rows if r["rule"] == "someone-there"), key=lambda r: r["start_time"]
+    )
+    rules = {r["rule"] for r in rows}
+    return (
+        len(visits) >= 2
+        and visits[0]["end_time"] is not None
+        and {"car-seen", "cyclist-seen"} <= rules
+    )
+
+
+def _wait_for_history(proc: StreamdProcess, deadline: float) -> list[dict[str, Any]]:
+    """The history once it holds what the clips show, or as it stands at the deadline."""
+    rows = _history(proc)
+    while not _complete(rows) and time.time() < deadline:
+        time.sleep(1.0)  # polling the history, bounded by the deadline
+        rows = _history(proc)
+    return rows
 
 
 @pytest.fixture(autouse=True)
@@ -76,10 +106,15 @@ def test_person_and_car_detections_and_count_rule(
             "rules": [
                 {
                     "name": "someone-there",
-                    "text": "at least 1 person for 2 seconds",
+                    # standing: at some sampling phases the first person's walk-out is taken
+                    # for a fall (a known perception defect, see test_perception_footage), and
+                    # a fallen person would keep the count going into the next visit
+                    "text": "at least 1 standing person for 2 seconds",
                     "cameras": ["people"],
                     "cooldown_s": 0,
-                    "clear_s": 2,
+                    # the room is empty for only ≈2.5 s between the two people: at 1 fps two or
+                    # three empty samples. 1.5 s bridges one missed detection, never two.
+                    "clear_s": 1.5,
                 },
                 {"name": "car-seen", "text": "a car is present", "cameras": ["street"]},
                 {"name": "cyclist-seen", "text": "a person is present", "cameras": ["street"]},
@@ -88,10 +123,8 @@ def test_person_and_car_detections_and_count_rule(
         proc = StreamdProcess(cfg, tmp_path).start()
         try:
             play = server.wait_for_play("people", timeout=30)[0]
-            time.sleep(max(0.0, play + 30.0 - time.time()))
-            out = proc.cli("events", "-c", str(proc.config_path), "--json", "--limit", "100")
-            assert out.returncode == 0, out.stderr
-            rows: list[dict[str, Any]] = json.loads(out.stdout)
+            rows = _wait_for_history(proc, deadline=play + 45.0)
+            cams = httpx.get(f"http://{cfg['api']['listen']}/api/cameras", timeout=10).json()
             _check_api(f"http://{cfg['api']['listen']}", rows)
         finally:
             elapsed, rc = proc.terminate()
@@ -103,7 +136,7 @@ def test_person_and_car_detections_and_count_rule(
     # count 0 → 1 when the first person walks in; the event ends when they leave
     first = by_rule["someone-there"][0]
     assert abs(first["start_time"] - (play + FIRST_PERSON_T)) <= 2.0, first
-    assert first["end_time"] is not None
+    assert first["end_time"] is not None, (first, cams)
     assert abs(first["end_time"] - (play + PERSON_LEAVES_T)) <= 3.5, first
     assert first["details"]["count"] >= 1
     assert first["top_score"] >= 0.6

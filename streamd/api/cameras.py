@@ -22,10 +22,17 @@ _COUNTERS = (
     "width",
     "height",
     "decoded_frames",
+    "demuxed_frames",
     "sampled_frames",
+    "keyframe_interval_s",
+    "decode_mode",
     "dropped_frames",
     "analysed_frames",
     "gated_frames",
+    "effective_fps",
+    "skipped_backpressure",
+    "latency_p50_s",
+    "latency_p95_s",
     "reconnects",
     "last_error",
 )
@@ -33,19 +40,34 @@ _COUNTERS = (
 
 def _local(p: CameraPipeline) -> dict[str, Any]:
     cam = p.camera
+    p50, p95 = p.latency.quantiles()
     return {
         "online": cam.health.online,
         "width": cam.stats.width,
         "height": cam.stats.height,
         "decoded_frames": cam.stats.decoded,
+        "demuxed_frames": cam.stats.demuxed,
         "sampled_frames": cam.stats.sampled,
+        "keyframe_interval_s": _seconds(cam.stats.keyframe_interval_s),
+        "decode_mode": cam.stats.decode_mode,
         "dropped_frames": cam.dropped,
         "analysed_frames": p.perception.stats.analysed,
         "gated_frames": p.perception.stats.gated,
+        # Back-pressure: what analysis delivered over the last seconds, and the frames it
+        # skipped to keep up (latest frame wins).
+        "effective_fps": round(p.effective_fps, 3),
+        "skipped_backpressure": p.stats.skipped,
+        # From frame receipt to its rules evaluated, over the camera's recent frames.
+        "latency_p50_s": None if p50 is None else round(p50, 4),
+        "latency_p95_s": None if p95 is None else round(p95, 4),
         "reconnects": cam.health.reconnects,
         "last_error": cam.stats.last_error or None,
         "window": p.window.describe() if p.window is not None else None,
     }
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 @router.get(
@@ -64,6 +86,7 @@ async def cameras(st: State) -> dict[str, Any]:
         out[name] = {
             "source": p.camera.spec.display,
             "fps": p.config.fps,
+            "target_fps": p.config.fps,
             "rules": [r.name for r, _ in p.rules],
             "instance": holder,
             "local": local,

@@ -11,6 +11,7 @@ from streamd.config.base import NAME_RE, CameraName, StrictModel
 from streamd.config.camera import CameraConfig
 from streamd.config.cluster import ClusterConfig, InstanceConfig
 from streamd.config.database import DatabaseConfig
+from streamd.config.inference import InferenceConfig
 from streamd.config.loader import load_config, parse_config, read_config_text
 from streamd.config.model import DEFAULT_DETECTOR_URL, DetectorConfig, ModelConfig
 from streamd.config.mqtt import MqttConfig
@@ -34,6 +35,7 @@ __all__ = [
     "DatabaseConfig",
     "DetectorConfig",
     "IceServerConfig",
+    "InferenceConfig",
     "InstanceConfig",
     "LineConfig",
     "ModelConfig",

@@ -11,6 +11,7 @@ from streamd.config.base import CameraName, StrictModel
 from streamd.config.camera import CameraConfig
 from streamd.config.cluster import ClusterConfig, InstanceConfig
 from streamd.config.database import DatabaseConfig
+from streamd.config.inference import InferenceConfig
 from streamd.config.model import ModelConfig
 from streamd.config.mqtt import MqttConfig
 from streamd.config.retention import RetentionConfig
@@ -28,6 +29,9 @@ class Config(StrictModel):
     mqtt: MqttConfig | None = Field(None, description="MQTT broker; absent: no MQTT.")
     api: ApiConfig = Field(default_factory=ApiConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    inference: InferenceConfig = Field(
+        default_factory=InferenceConfig, description="The analysis worker pool."
+    )
     window: WindowConfig = Field(
         default_factory=WindowConfig, description="Token window and search settings."
     )

@@ -1,8 +1,10 @@
-"""Camera sources decoded with PyAV in a worker thread.
+"""Camera sources demuxed and (sparingly) decoded with PyAV in a worker thread.
 
-One thread per camera session: it opens the stream, decodes, keeps only the frames the sampler
-wants (so colour conversion is paid at the analysis rate, not the camera's), stamps each with its
-receive time, and hands it to the loop through a LatestSlot. The thread ends when the stream ends
+One thread per camera session: it opens the stream, demuxes every packet, decodes only what the
+sampler needs (see ingest/sampled.py: keyframes alone, or a GOP up to the due frame), so both
+decoding and colour conversion are paid at about the analysis rate, not the camera's. Each
+sampled frame is stamped with the receive time of its own packet and handed to the loop through
+a LatestSlot. The thread ends when the stream ends
 (a live RTSP stream that ends is a disconnect: PyAV just stops yielding when the server dies), when
 a read times out, or when asked to stop.
 """
@@ -14,13 +16,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 
 from streamd.config import redact_url
 from streamd.ingest.frame import Frame
+from streamd.ingest.sampled import Sample, SampledDecoder
 from streamd.ingest.slot import LatestSlot
+
+if TYPE_CHECKING:
+    from streamd.ingest.sampled import VideoPacket
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +44,11 @@ RTSP_OPTIONS = {
 class SourceStats:
     """Counters a source thread updates; read by the loop for health and /metrics."""
 
-    decoded: int = 0
+    decoded: int = 0  # packets handed to the decoder (frames decoded)
+    demuxed: int = 0  # video packets read from the stream (frames received)
     sampled: int = 0
+    keyframe_interval_s: float | None = None  # typical recent GOP length; None until known
+    decode_mode: str = "all"  # "keyframes" or "gop" (ingest/sampled.py); "all" decodes each
     sessions: int = 0
     errors: int = 0
     last_frame_at: float = 0.0
@@ -82,10 +91,16 @@ class SamplingClock:
 
     def __init__(self, fps: float) -> None:
         self.period = 1.0 / fps
-        self._next = 0.0
+        self._next: float | None = None
 
-    def want(self, t: float) -> bool:
-        if t + 1e-3 < self._next:
+    def want(self, t: float, slack: float = 1e-3) -> bool:
+        """Whether the frame received at `t` is kept; one up to `slack` s early still counts."""
+        if self._next is None:
+            # The first frame sets the grid's phase: a sampler that starts on a keyframe then
+            # keeps landing on keyframes when the GOP is a multiple of the period.
+            self._next = t + self.period
+            return True
+        if t + slack < self._next:
             return False
         self._next = max(self._next + self.period, t + self.period * 0.5)
         if self._next < t:
@@ -110,7 +125,6 @@ def read_session(
         return demo_session(spec.camera, spec.fps, slot, stop, stats, seq_start)
     target = spec.url if spec.url is not None else str(spec.file)
     options = RTSP_OPTIONS if spec.is_live else {}
-    clock = SamplingClock(spec.fps)
     seq = seq_start
     container: Any = av.open(
         target, options=options, timeout=(spec.open_timeout_s, spec.read_timeout_s)
@@ -118,35 +132,67 @@ def read_session(
     stats.sessions += 1
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # Slice threads only: frame threads hold each frame back one decode per thread, which
+        # would mean decoding past every sample; and with dozens of cameras per core, one
+        # camera's decode has no idle cores to spread over anyway.
+        stream.thread_type = "SLICE"
+        decoder = SampledDecoder(stream.codec_context, SamplingClock(spec.fps), stats)
         while not stop.is_set():
-            wall0 = time.time()
-            pts0: float | None = None
-            for frame in container.decode(stream):
+            pace = _Pacer(spec.is_live, stop)
+            for packet in container.demux(stream):
                 if stop.is_set():
                     return seq
-                now = time.time()
-                if not spec.is_live and frame.time is not None:
-                    # Replay at the pace the file was recorded: a file is a camera in the demo.
-                    if pts0 is None:
-                        pts0 = float(frame.time)
-                    lag = (float(frame.time) - pts0) - (now - wall0)
-                    if lag > 0:
-                        if stop.wait(lag):
-                            return seq
-                        now = time.time()
-                stats.decoded += 1
-                stats.last_frame_at = now
-                if not clock.want(now):
+                if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
-                out = Frame.from_pyav(spec.camera, frame, seq, received_at=now)
-                stats.width, stats.height = out.width, out.height
-                seq += 1
-                stats.sampled += 1
-                slot.put(out)
+                now = pace.wait(packet)
+                if now is None:
+                    return seq
+                stats.last_frame_at = now
+                for sample in decoder.push(packet, now):
+                    seq = _hand_over(spec.camera, sample, seq, slot, stats)
+            for sample in decoder.finish():
+                seq = _hand_over(spec.camera, sample, seq, slot, stats)
             if spec.is_live or not spec.loop:
                 return seq
             container.seek(0)
+            decoder.restart()
     finally:
         container.close()
     return seq
+
+
+class _Pacer:
+    """Receive time of each packet; a file is replayed at the pace it was recorded."""
+
+    def __init__(self, live: bool, stop: threading.Event) -> None:
+        self.live = live
+        self.stop = stop
+        self.wall0 = time.time()
+        self.t0: float | None = None
+
+    def wait(self, packet: VideoPacket) -> float | None:
+        """Now, after waiting for a file packet's time to come; None when asked to stop."""
+        now = time.time()
+        ts = packet.dts if packet.dts is not None else packet.pts
+        if self.live or ts is None:
+            return now
+        # Decode order (DTS) is the order a camera sends in; PTS goes back and forth with B-frames.
+        t = float(ts * packet.time_base)
+        if self.t0 is None:
+            self.t0 = t
+        lag = (t - self.t0) - (now - self.wall0)
+        if lag > 0:
+            if self.stop.wait(lag):
+                return None
+            now = time.time()
+        return now
+
+
+def _hand_over(
+    camera: str, sample: Sample, seq: int, slot: LatestSlot[Frame], stats: SourceStats
+) -> int:
+    out = Frame.from_pyav(camera, sample.frame, seq, received_at=sample.received_at)
+    stats.width, stats.height = out.width, out.height
+    stats.sampled += 1
+    slot.put(out)
+    return seq + 1

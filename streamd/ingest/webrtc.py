@@ -10,6 +10,13 @@ wants (before any colour conversion), converts those in a worker thread, and han
 through a LatestSlot (latest wins, drops counted). A frame's timestamps are its receive time (UTC
 epoch s) and its RTP time (s since the session's first frame, from aiortc's RTP timestamp).
 
+Unlike RTSP (ingest/sampled.py), a WebRTC camera is decoded in full: aiortc 1.16's
+RTCRtpReceiver hands each reassembled frame to a module-level `decoder_worker` thread whose
+decoder (`aiortc.codecs.get_decoder`) it creates itself, and exposes neither that codec context
+(for `skip_frame`) nor the encoded frames (to drop inter frames before decoding); the only way in
+would be to patch private internals. So `decoded_frames` equals the frames received here, and the
+keyframe interval is taken from the decoded frames' `key_frame` flag.
+
 A session ends when the peer connection fails or closes, when the track ends, when no frame came
 for `stall_timeout_s`, or (WHIP) on DELETE. A WHIP camera then waits for the next publisher; a
 WHEP camera reconnects with the same jittered backoff as RTSP.
@@ -48,6 +55,7 @@ from streamd.errors import SourceError, StreamdError
 from streamd.ingest.backoff import Backoff
 from streamd.ingest.camera import CameraHealth
 from streamd.ingest.frame import Frame
+from streamd.ingest.keyframes import KeyframeMeter
 from streamd.ingest.slot import LatestSlot
 from streamd.ingest.source import SamplingClock, SourceStats
 
@@ -204,6 +212,7 @@ class _WebRtcSource:
         loop = asyncio.get_running_loop()
         slot = self._bind_slot()
         clock = SamplingClock(self.spec.fps)
+        keyframes = KeyframeMeter()
         converting: asyncio.Future[None] | None = None
         while True:
             try:
@@ -214,8 +223,13 @@ class _WebRtcSource:
             now = time.time()
             session.last_frame = time.monotonic()
             session.frames += 1
+            # aiortc decodes every frame it receives, in its own thread, before we see it.
+            self.stats.demuxed += 1
             self.stats.decoded += 1
             self.stats.last_frame_at = now
+            if isinstance(frame, VideoFrame) and frame.key_frame:
+                keyframes.add(None if frame.time is None else float(frame.time))
+                self.stats.keyframe_interval_s = keyframes.typical
             if not self.health.online:
                 log.info("camera %s: receiving frames (%s)", self.spec.camera, self.spec.display)
                 self.health.online = True

@@ -45,6 +45,7 @@ def run_clip(
     fps: float = 1.0,
     pad_s: float = 5.0,
     zones: ZoneSet | None = None,
+    phase_s: float = 0.0,
 ) -> ClipRun:
     perception = Perception(YoloxDetector(model), zones=zones or ZoneSet())
     engine = RulesEngine(
@@ -64,7 +65,7 @@ def run_clip(
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        next_t, first = 0.0, True
+        next_t, first = phase_s, True  # phase: where the 1 fps grid falls in the clip
         for frame in container.decode(stream):
             t = float(frame.time or 0.0)
             if t + 1e-6 < next_t:
