@@ -23,6 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streamd.api import ApiState, serve_api
+from streamd.cluster.assignment import Assignment, assign_cameras, clustered
 from streamd.config import CameraConfig, Config, MqttConfig
 from streamd.config.loader import load_config
 from streamd.errors import StreamdError
@@ -120,6 +121,7 @@ class Daemon:
             mqtt.topic_prefix if mqtt else None,
             # The store appends /api/events/<id>/snapshot.jpg (a base with that path doubled it).
             snapshot_url_base=base_url,
+            instance=cfg.instance.name,
         )
         writer = EventWriter(
             store,
@@ -155,8 +157,12 @@ class Daemon:
             raise DatabaseError(
                 f"cannot write the event journal's changes: {writer.stats.last_error}"
             )
-        # Events left open by a crash (kill -9, power loss) are ended now, not left dangling.
-        stale = await store.close_open(time.time())
+        # Events left open by a crash (kill -9, power loss) are ended now, not left dangling;
+        # with instances sharing the database, only this instance's (the others' go when their
+        # cameras are taken over).
+        stale = await store.close_open(
+            time.time(), instance=cfg.instance.name if clustered(engine) else None
+        )
         if stale:
             log.info("ended %d events left open by the previous run", len(stale))
         detector = await asyncio.to_thread(_load_detector, cfg)
@@ -206,6 +212,9 @@ class Daemon:
             for name, cam in cfg.cameras.items()
             if cam.enabled
         }
+        # All cameras, or this instance's leased share; `running` is what it analyses now.
+        assignment = assign_cameras(cfg, engine, store, pipelines, gate.submit)
+        running = assignment.runner.running
         rule_manager = RuleManager(
             pipelines,
             RuleStore(engine),
@@ -231,11 +240,14 @@ class Daemon:
                     if cam.enabled
                 },
                 base_url=api_base_url(cfg.api),
+                instance=cfg.instance.name if assignment.keeper is not None else None,
             )
             status_topic, pub_ = database_topic(mqtt.topic_prefix), publisher
             writer.on_status = lambda st: pub_.publish_direct(status_topic, st.model_dump_json())
             pub_.publish_direct(status_topic, writer.status().model_dump_json())
-        ops = Operations(cfg, store, pipelines, publisher)
+            assignment.on_taken = publisher.camera_taken
+        ops = Operations(cfg, store, running, publisher)
+        assignment.runner.on_stopped = lambda cam: ops.publish_stopped([cam])
         api_state = ApiState(
             cfg,
             store,
@@ -243,7 +255,7 @@ class Daemon:
             plans,
             metrics=Metrics(
                 store,
-                pipelines,
+                running,
                 publisher,
                 ops,
                 windows.windows if windows is not None else None,
@@ -254,13 +266,16 @@ class Daemon:
             rules=rule_manager,
             reload=lambda: self.reload_rules(rule_manager),
             verdicts=gate.last_verdicts,
+            running=running if assignment.keeper is not None else None,
+            holders=assignment.holders if assignment.keeper is not None else None,
         )
 
         log.info(
-            "streamd running: %d camera(s), %d rule(s), database %s",
+            "streamd running: %d camera(s), %d rule(s), database %s, instance %s",
             len(pipelines),
             len(cfg.rules),
             engine.url.render_as_string(hide_password=True),
+            cfg.instance.name,
         )
         try:
             async with asyncio.TaskGroup() as tg:
@@ -269,7 +284,7 @@ class Daemon:
                 )
                 writer_task = tg.create_task(writer.run(), name="event-writer")
                 work = tg.create_task(
-                    self._work(pipelines, api_state, ops, rule_manager), name="supervisor"
+                    self._work(assignment, api_state, ops, rule_manager), name="supervisor"
                 )
                 await stop.wait()
                 log.info("shutting down")
@@ -319,7 +334,7 @@ class Daemon:
 
     async def _work(
         self,
-        pipelines: dict[str, CameraPipeline],
+        assignment: Assignment[CameraPipeline],
         api_state: ApiState,
         ops: Operations,
         rule_manager: RuleManager,
@@ -330,8 +345,7 @@ class Daemon:
         scheduler.start()
         try:
             async with asyncio.TaskGroup() as tg:
-                for name, p in pipelines.items():
-                    tg.create_task(p.run(), name=f"camera-{name}")
+                tg.create_task(assignment.run(), name="cameras")
                 if cfg.api.enabled:
                     tg.create_task(serve_api(api_state), name="api")
                 tg.create_task(self._on_hangup(rule_manager), name="sighup")

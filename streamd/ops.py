@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -237,10 +238,11 @@ class Operations:
             "time": round(time.time(), 3),
         }
 
-    def publish_stopped(self) -> None:
-        """Queue every camera's status as offline (the daemon is stopping): the retained status
-        must not claim a camera online after streamd is gone."""
-        for name in self.pipelines:
+    def publish_stopped(self, cameras: Iterable[str] | None = None) -> None:
+        """Queue every camera's status (or those named) as offline (the daemon is stopping, or
+        the camera moved to another instance): the retained status must not claim a camera
+        online here after it stopped."""
+        for name in self.pipelines if cameras is None else cameras:
             self._publish_status(name, {**self.camera_status(name), "online": False})
 
     def _publish_status(self, name: str, status: dict[str, Any]) -> None:

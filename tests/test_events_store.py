@@ -360,15 +360,23 @@ def _tables(conn: Connection) -> set[str]:
 
 async def test_migrations_match_models_and_downgrade(db_url: str, snapshot_dir: Path) -> None:
     await upgrade(db_url)
-    assert await current_revision(db_url) == "0002"
+    assert await current_revision(db_url) == "0003"
     engine = make_engine(db_url)
     try:
         async with engine.connect() as conn:
-            assert {"events", "outbox", "rules"} <= await conn.run_sync(_tables)
+            assert {"events", "outbox", "rules", "camera_leases", "cluster_instances"} <= (
+                await conn.run_sync(_tables)
+            )
             # The models and the migrations describe the same schema.
             assert await conn.run_sync(_schema_diff) == []
 
-        # each step down is real: 0002 drops only the rules table
+        # each step down is real: 0003 drops only the cluster tables and instance columns
+        await downgrade(db_url, "0002")
+        async with engine.connect() as conn:
+            assert not {"camera_leases", "cluster_instances"} & await conn.run_sync(_tables)
+            assert "rules" in await conn.run_sync(_tables)
+
+        # 0002 drops only the rules table
         await downgrade(db_url, "0001")
         assert await current_revision(db_url) == "0001"
         async with engine.connect() as conn:

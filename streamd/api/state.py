@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,6 +31,10 @@ class ApiState:
     rules: RuleManager | None = None  # None: rules are read-only (tests, tools)
     reload: Callable[[], Awaitable[dict[str, list[str]]]] | None = None  # re-read the file
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)  # rule → last verdict
+    # With instances sharing a database: the cameras analysed here now, and every camera's
+    # lease holder (None: one instance alone, every camera is local).
+    running: Mapping[str, CameraPipeline] | None = None
+    holders: Callable[[], Awaitable[Mapping[str, str]]] | None = None
 
 
 def get_state(request: Request) -> ApiState:

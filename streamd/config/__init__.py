@@ -9,6 +9,7 @@ STREAMD_API_TOKEN. `secrets` masks them in every message.
 from streamd.config.api import ApiConfig
 from streamd.config.base import NAME_RE, CameraName, StrictModel
 from streamd.config.camera import CameraConfig
+from streamd.config.cluster import ClusterConfig, InstanceConfig
 from streamd.config.database import DatabaseConfig
 from streamd.config.inference import InferenceConfig
 from streamd.config.loader import load_config, parse_config, read_config_text
@@ -29,11 +30,13 @@ __all__ = [
     "CameraConfig",
     "CameraName",
     "ClipEncoderConfig",
+    "ClusterConfig",
     "Config",
     "DatabaseConfig",
     "DetectorConfig",
     "IceServerConfig",
     "InferenceConfig",
+    "InstanceConfig",
     "LineConfig",
     "ModelConfig",
     "MqttConfig",

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from streamd.config.api import ApiConfig
 from streamd.config.base import CameraName, StrictModel
 from streamd.config.camera import CameraConfig
+from streamd.config.cluster import ClusterConfig, InstanceConfig
 from streamd.config.database import DatabaseConfig
 from streamd.config.inference import InferenceConfig
 from streamd.config.model import ModelConfig
@@ -41,6 +42,12 @@ class Config(StrictModel):
     site: SiteConfig = Field(default_factory=SiteConfig)
     verify: VerifyConfig | None = Field(
         None, description="A VLM that confirms candidate events; absent: no verification."
+    )
+    instance: InstanceConfig = Field(
+        default_factory=InstanceConfig, description="This daemon's name among instances."
+    )
+    cluster: ClusterConfig = Field(
+        default_factory=ClusterConfig, description="Camera leases (PostgreSQL only)."
     )
     cameras: dict[CameraName, CameraConfig] = Field(default_factory=dict)
     rules: list[RuleConfig] = Field(default_factory=list)

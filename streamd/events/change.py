@@ -76,6 +76,7 @@ class PendingChange(BaseModel):
     top_score: float
     description: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    instance: str | None = Field(None, description="The instance that analysed the camera.")
     snapshot: str | None = Field(
         None, description="Snapshot path relative to the snapshot directory, if one was written."
     )

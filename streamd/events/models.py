@@ -91,6 +91,8 @@ class Event(Base):
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # The streamd instance that analysed the camera (NULL: recorded before instances existed).
+    instance: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_events_camera_started_at", "camera", "started_at"),
@@ -115,8 +117,14 @@ class Outbox(Base):
     retain: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The instance whose publisher sends the row: instances share the table, and each message
+    # must go out once, in its instance's order (NULL: any, from before instances existed).
+    instance: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
-    __table_args__ = (Index("ix_outbox_sent_at", "sent_at"),)
+    __table_args__ = (
+        Index("ix_outbox_sent_at", "sent_at"),
+        Index("ix_outbox_instance_sent_at", "instance", "sent_at"),
+    )
 
 
 class StoredRule(Base):
@@ -131,3 +139,25 @@ class StoredRule(Base):
     clear_s: Mapped[float] = mapped_column(Float)
     severity: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ClusterInstance(Base):
+    """A running instance's heartbeat: how the others know how many share the cameras."""
+
+    __tablename__ = "cluster_instances"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CameraLease(Base):
+    """Which instance analyses a camera, until when (holder NULL: free)."""
+
+    __tablename__ = "camera_leases"
+
+    camera: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    acquired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

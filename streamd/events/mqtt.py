@@ -31,6 +31,7 @@ import aiomqtt
 from aiomqtt import MqttError
 
 from streamd.config import MqttConfig
+from streamd.events.availability import SharedAvailability
 from streamd.events.db import DatabaseError
 from streamd.events.discovery import OFFLINE, ONLINE, CameraDevice, Discovery
 from streamd.events.outbox import OutboxRow
@@ -41,6 +42,7 @@ from streamd.events.topics import (
     availability_topic,
     camera_snapshot_topic,
     events_topic,
+    instance_availability_topic,
     state_topic,
 )
 
@@ -122,6 +124,7 @@ class MqttPublisher:
         backoff_cap_s: float = 30.0,
         shutdown_drain_s: float = 2.0,
         batch_size: int = 100,
+        instance: str | None = None,
     ) -> None:
         if store.topic_prefix is not None and store.topic_prefix != cfg.topic_prefix:
             raise ValueError(
@@ -157,6 +160,15 @@ class MqttPublisher:
         self._outbox_failing = False
         self._snapshot_pending: list[tuple[str, str]] = []
         self._wake = asyncio.Event()
+        # With instances sharing the broker (`instance` set): this connection's Last Will is
+        # the instance's own topic, and `<prefix>/available` has a connection of its own.
+        self.instance = instance
+        self._taken: set[str] = set()  # cameras taken here whose states need an initial OFF
+        self._shared: SharedAvailability | None = None
+        if instance is not None:
+            self._shared = SharedAvailability(
+                cfg, f"{self._identifier}-available", _password(cfg), _tls(cfg)
+            )
 
     @property
     def prefix(self) -> str:
@@ -164,7 +176,16 @@ class MqttPublisher:
 
     @property
     def availability_topic(self) -> str:
+        """What this connection's Will and online/offline go to."""
+        if self.instance is not None:
+            return instance_availability_topic(self.prefix, self.instance)
         return availability_topic(self.prefix)
+
+    @property
+    def _identifier(self) -> str:
+        base = self.cfg.client_id or f"streamd-{self.prefix}"
+        # One id per instance: a broker drops the older of two sessions with the same id.
+        return base if self.instance is None else f"{base}-{self.instance}"
 
     @property
     def entities(self) -> list[tuple[str, str]]:
@@ -190,6 +211,19 @@ class MqttPublisher:
         the database's own status must get out while it is down (QoS 1, latest per topic)."""
         self.publish_live(topic, payload, retain=True, qos=1)
 
+    def camera_taken(self, camera: str) -> None:
+        """(Several instances) `camera` is about to run here and has no open event: its rules'
+        states get the initial OFF that a single daemon sends at connect."""
+        self._taken.add(camera)
+        self._wake.set()
+
+    async def _initial_taken(self, client: aiomqtt.Client) -> None:
+        cams = set(self._taken)
+        if cams:
+            todo = [(c, r) for c, r in self.entities if c in cams]
+            await self._initial_states(client, todo, taken=True)
+            self._taken -= cams
+
     def _client(self) -> aiomqtt.Client:
         client = aiomqtt.Client(
             self.cfg.host,
@@ -197,7 +231,7 @@ class MqttPublisher:
             username=self.cfg.username,
             password=_password(self.cfg),
             tls_params=_tls(self.cfg),
-            identifier=self.cfg.client_id or f"streamd-{self.prefix}",
+            identifier=self._identifier,
             keepalive=self.keepalive,
             timeout=self.timeout_s,
             will=aiomqtt.Will(self.availability_topic, OFFLINE, qos=1, retain=True),
@@ -213,6 +247,17 @@ class MqttPublisher:
     async def run(self) -> None:
         """Connect, publish, reconnect on failure; returns only by cancellation."""
         self._stopping = False
+        shared = None
+        if self._shared is not None:
+            shared = asyncio.create_task(self._shared.run(), name="mqtt-available")
+        try:
+            await self._run()
+        finally:
+            if shared is not None:
+                shared.cancel()
+                await asyncio.wait([shared], timeout=3.0)
+
+    async def _run(self) -> None:
         while True:
             try:
                 await self._connect_and_serve()
@@ -257,7 +302,10 @@ class MqttPublisher:
                     await self._drain_logged(client)
                 if self.cfg.discovery:
                     await self._announce_all(client)
+                    await self._initial_taken(client)
                 await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
+                if self._shared is not None:
+                    self._shared.ready.set()
                 for topic, (payload, qos) in self._live_retained.items():
                     self._live.setdefault(topic, (payload, True, qos))
                 await self._flush_live(client)
@@ -323,6 +371,7 @@ class MqttPublisher:
                     await self._drain_logged(client)
             if self.cfg.discovery:
                 await self._sync_entities(client)
+                await self._initial_taken(client)
             await self._flush_live(client)
             self._wake.clear()
             if self.store.outbox.new_messages.is_set() or self._live:
@@ -519,11 +568,16 @@ class MqttPublisher:
         return {}
 
     async def _initial_states(
-        self, client: aiomqtt.Client, entities: Iterable[tuple[str, str]]
+        self, client: aiomqtt.Client, entities: Iterable[tuple[str, str]], *, taken: bool = False
     ) -> None:
         # Any event of this process that was ON has gone through the outbox already (drained
         # before this), so an entity with nothing sent yet is truly OFF: every event left
-        # open by a previous run was ended at start.
+        # open by a previous run was ended at start. Not so with several instances: another
+        # may hold the camera and an event ON; a camera's OFFs come when it is taken here
+        # (`taken`), and only for topics this process has not published: an ON already sent
+        # from the outbox is newer. Either way the OFF goes before any later ON of the camera.
+        if self.instance is not None and not taken:
+            return
         for camera, rule in entities:
             topic = state_topic(self.prefix, camera, rule)
             if topic not in self._retained_sent:

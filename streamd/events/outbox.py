@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from streamd.errors import QueryError
@@ -43,9 +43,15 @@ class OutboxQueue:
     """
 
     def __init__(
-        self, engine: AsyncEngine, topic_prefix: str | None, snapshot_url_base: str | None = None
+        self,
+        engine: AsyncEngine,
+        topic_prefix: str | None,
+        snapshot_url_base: str | None = None,
+        instance: str | None = None,
     ) -> None:
         self.engine = engine
+        # Instances share the table; each queues and sends only its own rows (None: all rows).
+        self.instance = instance
         self.topic_prefix = topic_prefix
         self.snapshot_url_base = snapshot_url_base.rstrip("/") if snapshot_url_base else None
         # Set whenever outbox rows are committed; the publisher clears it before each drain.
@@ -76,6 +82,7 @@ class OutboxQueue:
             frame_time=to_epoch(row.ended_at if row.ended_at is not None else row.updated_at),
             current_zones=_names(details.get("zones")),
             entered_zones=_names(details.get("entered_zones")),
+            instance=row.instance,
         )
 
     def add(
@@ -92,7 +99,13 @@ class OutboxQueue:
             return False
         envelope = EventEnvelope(type=kind, before=before, after=after)
         session.add(
-            Outbox(topic=events_topic(prefix), payload=envelope.to_json(), qos=1, retain=False)
+            Outbox(
+                topic=events_topic(prefix),
+                payload=envelope.to_json(),
+                qos=1,
+                retain=False,
+                instance=self.instance,
+            )
         )
         if kind in ("new", "end"):
             session.add(
@@ -101,13 +114,25 @@ class OutboxQueue:
                     payload=STATE_ON if kind == "new" else STATE_OFF,
                     qos=1,
                     retain=True,
+                    instance=self.instance,
                 )
             )
         return True
 
+    def _mine(self) -> ColumnElement[bool]:
+        if self.instance is None:
+            return true()
+        # NULL: queued before instances existed, when one instance had the table to itself.
+        return or_(Outbox.instance == self.instance, Outbox.instance.is_(None))
+
     async def pending(self, limit: int = 100) -> list[OutboxRow]:
         """Unsent outbox rows, oldest first."""
-        stmt = select(Outbox).where(Outbox.sent_at.is_(None)).order_by(Outbox.id).limit(limit)
+        stmt = (
+            select(Outbox)
+            .where(Outbox.sent_at.is_(None), self._mine())
+            .order_by(Outbox.id)
+            .limit(limit)
+        )
         try:
             async with self._read() as session:
                 rows = (await session.scalars(stmt)).all()
@@ -126,7 +151,9 @@ class OutboxQueue:
         ]
 
     async def pending_count(self) -> int:
-        stmt = select(func.count()).select_from(Outbox).where(Outbox.sent_at.is_(None))
+        stmt = (
+            select(func.count()).select_from(Outbox).where(Outbox.sent_at.is_(None), self._mine())
+        )
         try:
             async with self._read() as session:
                 return int((await session.execute(stmt)).scalar_one())

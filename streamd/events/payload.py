@@ -50,6 +50,9 @@ class EventSide(BaseModel):
     false_positive: bool = Field(
         False, description="Always false: an event streamd publishes is one it stands by."
     )
+    instance: str | None = Field(
+        None, description="The streamd instance that analysed the camera (instance.name)."
+    )
 
 
 class EventEnvelope(BaseModel):

@@ -40,6 +40,7 @@ class EventRecord:
     description: str | None
     details: dict[str, Any]
     updated_at: datetime
+    instance: str | None = None  # who analysed the camera (NULL before instances existed)
 
     @property
     def start_time(self) -> float:
@@ -78,4 +79,5 @@ class EventRecord:
             "description": self.description,
             "details": self.details,
             "updated_at": self.updated_at.isoformat(),
+            "instance": self.instance,
         }

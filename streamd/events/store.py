@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from streamd.errors import QueryError
 from streamd.events.change import EventChange, PendingChange
 from streamd.events.db import DB_ERRORS, db_error, write_engine
+from streamd.events.ids import resolve_id
 from streamd.events.models import Event, utcnow
 from streamd.events.outbox import OutboxQueue
 from streamd.events.record import EventRecord, to_datetime
@@ -51,11 +52,13 @@ class EventStore:
         topic_prefix: str | None,
         *,
         snapshot_url_base: str | None = None,
+        instance: str | None = None,
     ) -> None:
         self.engine = engine
         self.snapshot_dir = snapshot_dir
         self.topic_prefix = topic_prefix
-        self.outbox = OutboxQueue(engine, topic_prefix, snapshot_url_base)
+        self.instance = instance  # stamped on every event this store records
+        self.outbox = OutboxQueue(engine, topic_prefix, snapshot_url_base, instance)
         self._read = async_sessionmaker(engine, expire_on_commit=False)
         self._write = async_sessionmaker(write_engine(engine), expire_on_commit=False)
 
@@ -90,6 +93,7 @@ class EventStore:
             description=change.description,
             details=_jsonable(change.details),
             snapshot=None if written is None else written.as_posix(),
+            instance=self.instance,
         )
 
     def discard(self, pending: PendingChange) -> None:
@@ -136,7 +140,15 @@ class EventStore:
     async def _apply(self, session: AsyncSession, change: PendingChange) -> bool:
         now = utcnow()
         outbox = self.outbox
-        row = await session.get(Event, change.event_id, with_for_update=True)
+        event_id, row = await resolve_id(session, change)
+        if event_id != change.event_id:
+            if row is None:
+                log.warning(
+                    "event %s: id already taken by another event; recorded as %s",
+                    change.event_id,
+                    event_id,
+                )
+            change = change.model_copy(update={"event_id": event_id})
         if change.kind == "new":
             if row is not None:
                 log.debug("event %s: repeated new ignored", change.event_id)
@@ -189,13 +201,23 @@ class EventStore:
             description=change.description,
             details=dict(change.details),
             updated_at=now,
+            instance=change.instance,
         )
 
-    async def close_open(self, end_time: float) -> list[str]:
+    async def close_open(
+        self, end_time: float, *, camera: str | None = None, instance: str | None = None
+    ) -> list[str]:
         """End every event still open (at shutdown, or at start after a crash); returns their ids.
 
+        `camera` / `instance` narrow it down: with instances sharing the database, an instance
+        ends only its own leftovers at start, and a camera's when it takes the camera over.
         Each gets an `end` envelope and its state topic goes OFF, like a rule-driven end.
         """
+        where: list[ColumnElement[bool]] = [Event.ended_at.is_(None)]
+        if camera is not None:
+            where.append(Event.camera == camera)
+        if instance is not None:
+            where.append(Event.instance == instance)
         ended = to_datetime(end_time)
         now = utcnow()
         ids: list[str] = []
@@ -205,10 +227,7 @@ class EventStore:
             async with self._write() as session, session.begin():
                 rows = (
                     await session.scalars(
-                        select(Event)
-                        .where(Event.ended_at.is_(None))
-                        .order_by(Event.started_at)
-                        .with_for_update()
+                        select(Event).where(*where).order_by(Event.started_at).with_for_update()
                     )
                 ).all()
                 for row in rows:
@@ -285,6 +304,7 @@ class EventStore:
             description=row.description,
             details=dict(row.details or {}),
             updated_at=row.updated_at,
+            instance=row.instance,
         )
 
     # -- retention -------------------------------------------------------------------------

@@ -39,3 +39,8 @@ def camera_status_topic(prefix: str, camera: str) -> str:
 
 def camera_snapshot_topic(prefix: str, camera: str) -> str:
     return f"{prefix}/{camera}/snapshot"
+
+
+def instance_availability_topic(prefix: str, instance: str) -> str:
+    """`online` / `offline` of one instance (retained, its Last Will), beside `available`."""
+    return f"{prefix}/instance/{instance}/available"
