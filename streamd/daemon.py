@@ -70,7 +70,11 @@ def _load_detector(cfg: Config) -> Detector | None:
         cfg.data_dir / "models",
         d.score_threshold,
         threads=cfg.inference.detector_threads,
+        runtime=d.runtime,
+        providers=d.providers,
     )
+    if detector is not None:
+        log.info("detector: %s on %s", detector.model_path.name, detector.runtime)
     if detector is None:
         log.warning(
             "no object detector: model %s not found and could not be downloaded; running with "

@@ -16,10 +16,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from alembic.script import ScriptDirectory
 
 from streamd.config import parse_config, redact_text, redact_url
 from streamd.errors import ConfigError
-from streamd.events.db import upgrade
+from streamd.events.db import alembic_config, upgrade
 
 SECRET = "Hx7kq9Zw"  # a password that no message has any other reason to contain
 
@@ -331,7 +332,10 @@ def test_events_on_an_empty_or_outdated_database_migrates_nothing(tmp_path: Path
     asyncio.run(upgrade(f"sqlite+aiosqlite:///{old}", "0001"))
     out = run_cli("events", "--db", f"sqlite:///{old}", cwd=tmp_path)
     assert out.returncode == 2
-    assert "is at schema 0001, this streamd reads 0002: run `streamd db upgrade` first" in (
+    head = ScriptDirectory.from_config(alembic_config(f"sqlite:///{old}")).get_current_head()
+    assert head is not None
+    assert head > "0001"
+    assert f"is at schema 0001, this streamd reads {head}: run `streamd db upgrade` first" in (
         out.stderr
     )
     assert run_cli("db", "upgrade", "--db", f"sqlite:///{old}", cwd=tmp_path).returncode == 0
@@ -381,3 +385,15 @@ def test_events_bad_arguments_are_exit_2(tmp_path: Path, args: list[str], expect
     assert "Traceback" not in out.stderr
     assert SECRET not in out.stderr
     assert not (tmp_path / "e.db").exists()
+
+
+def test_detector_providers_are_checked_by_name() -> None:
+    cfg = parse_config(
+        "model: {detector: {providers: [CUDAExecutionProvider, CPUExecutionProvider]}}\n",
+        "cfg.yaml",
+    )
+    assert cfg.model.detector.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(ConfigError) as info:
+        parse_config("model: {detector: {providers: [cuda]}}\n", "cfg.yaml")
+    assert "'cuda' is not an ONNX Runtime execution provider name" in str(info.value)
+    assert "model.detector.providers" in str(info.value)

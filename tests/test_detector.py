@@ -299,3 +299,25 @@ def test_load_detector_builds_from_a_download(tmp_path: Path) -> None:
     assert det is not None
     assert det.model_path == tmp_path / "yolox_nano.onnx"
     assert det.score_threshold == 0.5
+
+
+def test_missing_execution_provider_falls_back_to_cpu_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A config that asks for CUDA first runs on a CPU-only machine, and the log names what
+    was asked for and what runs (this machine's ONNX Runtime has no CUDA provider)."""
+    ort = pytest.importorskip("onnxruntime")
+    if not MODEL.is_file():
+        pytest.skip(f"model {MODEL} not present (shared/models is not part of the repo)")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA: nothing to fall back from")
+    with caplog.at_level("WARNING", logger="streamd.perception.detector"):
+        det = YoloxDetector(
+            MODEL,
+            runtime="onnxruntime",
+            providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+        )
+    assert det.runtime == "onnxruntime:CPUExecutionProvider"
+    assert "no CUDAExecutionProvider" in caplog.text
+    blank = np.zeros((240, 320, 3), np.uint8)
+    assert det.detect(blank) == []

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from streamd.config.base import StrictModel
 
@@ -20,6 +21,26 @@ class DetectorConfig(StrictModel):
     )
     sha256: str | None = Field(None, description="Expected checksum (default: the release file).")
     score_threshold: float = Field(0.35, gt=0, lt=1, description="Minimum detection score.")
+    runtime: Literal["auto", "onnxruntime", "opencv"] = Field(
+        "auto", description="ONNX Runtime where installed (auto), or OpenCV DNN."
+    )
+    providers: list[str] | None = Field(
+        None,
+        description="ONNX Runtime execution providers in order of preference, e.g. "
+        "[CUDAExecutionProvider, CPUExecutionProvider]; those this machine lacks are skipped "
+        "with a warning, CPU is the fallback.",
+    )
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not name.endswith("ExecutionProvider") or not name.isalnum():
+                raise ValueError(
+                    f"{name!r} is not an ONNX Runtime execution provider name "
+                    "(such as CUDAExecutionProvider or CPUExecutionProvider)"
+                )
+        return value
 
 
 class ModelConfig(StrictModel):

@@ -181,7 +181,16 @@ class _OrtNet:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         available = ort.get_available_providers()
-        chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
+        wanted = providers or ["CPUExecutionProvider"]
+        chosen = [p for p in wanted if p in available]
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            _log.warning(
+                "detector: ONNX Runtime here has no %s (available: %s); using %s",
+                ", ".join(missing),
+                ", ".join(available),
+                ", ".join(chosen or ["CPUExecutionProvider"]),
+            )
         try:
             self.session = ort.InferenceSession(
                 str(path), opts, providers=chosen or ["CPUExecutionProvider"]
@@ -368,6 +377,8 @@ def load_detector(
     cache_dir: Path,
     score_threshold: float = 0.35,
     threads: int = 1,
+    runtime: Runtime = "auto",
+    providers: list[str] | None = None,
 ) -> YoloxDetector | None:
     """Resolve the model (local file or verified download) and build a detector from it.
 
@@ -377,4 +388,10 @@ def load_detector(
     resolved = resolve_model(path, url, sha256, cache_dir)
     if resolved is None:
         return None
-    return YoloxDetector(resolved, score_threshold=score_threshold, threads=threads)
+    return YoloxDetector(
+        resolved,
+        score_threshold=score_threshold,
+        threads=threads,
+        runtime=runtime,
+        providers=providers,
+    )
