@@ -130,9 +130,10 @@ def measure_streamd(
         "window": {"enabled": False},
         "model": {"detector": {"path": str(MODEL)}},
         "cameras": {
-            # diff_threshold 0: every sampled frame goes through the detector (the worst case;
-            # an unchanged frame is otherwise skipped and the load depends on the footage)
-            m: {"url": server.url(m), "fps": args.fps, "diff_threshold": 0.0}
+            # diff_threshold 0 (the default here): every sampled frame goes through the detector,
+            # the worst case; a camera's own default skips unchanged frames, and then the load
+            # depends on the footage
+            m: {"url": server.url(m), "fps": args.fps, "diff_threshold": args.diff_threshold}
             for m in mounts
         },
         "rules": [RULE],
@@ -255,6 +256,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after all cameras analyse (s); the daemon loads its rule-word model in the "
         "background after start, which is start-up cost, not steady state",
     )
+    ap.add_argument(
+        "--diff-threshold",
+        type=float,
+        default=0.0,
+        help="cameras' diff_threshold (0: detector on every sample, the worst case; the camera "
+        "default 0.004 skips unchanged frames)",
+    )
     ap.add_argument("--fps", type=float, default=1.0, help="target analysed fps per camera")
     ap.add_argument(
         "--ready-timeout", type=float, default=30.0,
@@ -310,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": psutil.cpu_count(),
         "seconds": args.seconds,
         "warmup_s": args.warmup,
+        "diff_threshold": args.diff_threshold,
         "points": points,
     }
     if args.json:
