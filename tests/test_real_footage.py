@@ -24,12 +24,16 @@ FIRST_PERSON_T = 7.0
 PERSON_LEAVES_T = 19.5
 
 
-def _check_api(api: str, rows: list[dict[str, Any]]) -> None:
-    """The HTTP API serves the same history, the snapshots, and clear 4xx on bad requests."""
+def _check_api(api: str, rows: list[dict[str, Any]], cutoff: float) -> None:
+    """The HTTP API serves the same history, the snapshots, and clear 4xx on bad requests.
+
+    Both sides read events that started up to `cutoff`: the cameras keep going meanwhile."""
     import httpx
 
     with httpx.Client(base_url=api, timeout=10) as http:
-        listed = http.get("/api/events", params={"camera": "people", "limit": 100}).json()
+        listed = http.get(
+            "/api/events", params={"camera": "people", "limit": 100, "until": str(cutoff)}
+        ).json()
         assert {e["id"] for e in listed} == {r["id"] for r in rows if r["camera"] == "people"}
         one = rows[0]
         assert http.get(f"/api/events/{one['id']}").json()["start_time"] == one["start_time"]
@@ -37,7 +41,7 @@ def _check_api(api: str, rows: list[dict[str, Any]]) -> None:
         assert jpg.status_code == 200
         assert jpg.headers["content-type"] == "image/jpeg"
         assert jpg.content[:2] == b"\xff\xd8"
-        since = http.get("/api/events", params={"since": "1m"}).json()
+        since = http.get("/api/events", params={"since": "1m", "until": str(cutoff)}).json()
         assert len(since) == len(rows)
         assert http.get("/api/events", params={"since": "tuesday-ish"}).status_code == 400
         assert http.get("/api/events", params={"since": "1m", "until": "2h"}).status_code == 400
@@ -49,11 +53,17 @@ def _check_api(api: str, rows: list[dict[str, Any]]) -> None:
         assert http.get("/openapi.json").status_code == 200
 
 
-def _history(proc: StreamdProcess) -> list[dict[str, Any]]:
-    out = proc.cli("events", "-c", str(proc.config_path), "--json", "--limit", "100")
+def _history(proc: StreamdProcess) -> tuple[list[dict[str, Any]], float]:
+    """The events that started up to a moment well before now, and that moment: an event is
+    written a few seconds after its start (a rule held for 2 s, a 2 s segment), so one that
+    started just before the cutoff could reach the API after this listing was taken."""
+    cutoff = time.time() - 10.0
+    out = proc.cli(
+        "events", "-c", str(proc.config_path), "--json", "--limit", "100", "--until", str(cutoff)
+    )
     assert out.returncode == 0, out.stderr
     rows: list[dict[str, Any]] = json.loads(out.stdout)
-    return rows
+    return rows, cutoff
 
 
 def _complete(rows: list[dict[str, Any]]) -> bool:
@@ -69,13 +79,13 @@ def _complete(rows: list[dict[str, Any]]) -> bool:
     )
 
 
-def _wait_for_history(proc: StreamdProcess, deadline: float) -> list[dict[str, Any]]:
+def _wait_for_history(proc: StreamdProcess, deadline: float) -> tuple[list[dict[str, Any]], float]:
     """The history once it holds what the clips show, or as it stands at the deadline."""
-    rows = _history(proc)
+    rows, cutoff = _history(proc)
     while not _complete(rows) and time.time() < deadline:
         time.sleep(1.0)  # polling the history, bounded by the deadline
-        rows = _history(proc)
-    return rows
+        rows, cutoff = _history(proc)
+    return rows, cutoff
 
 
 @pytest.fixture(autouse=True)
@@ -123,9 +133,9 @@ def test_person_and_car_detections_and_count_rule(
         proc = StreamdProcess(cfg, tmp_path).start()
         try:
             play = server.wait_for_play("people", timeout=30)[0]
-            rows = _wait_for_history(proc, deadline=play + 45.0)
+            rows, cutoff = _wait_for_history(proc, deadline=play + 45.0)
             cams = httpx.get(f"http://{cfg['api']['listen']}/api/cameras", timeout=10).json()
-            _check_api(f"http://{cfg['api']['listen']}", rows)
+            _check_api(f"http://{cfg['api']['listen']}", rows, cutoff)
         finally:
             elapsed, rc = proc.terminate()
     assert rc == 0, proc.log()[-3000:]
