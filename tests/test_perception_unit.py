@@ -160,6 +160,56 @@ def test_bag_left_by_its_owner_is_unattended_once_they_walk_away() -> None:
     assert obj.unattended_since == unattended[0].ts
 
 
+@pytest.mark.parametrize("phase", [0.0, 0.2, 0.4, 0.6, 0.8])
+def test_bag_dropped_without_stopping_has_its_owner_at_any_sampling_phase(phase: float) -> None:
+    """Someone walks through carrying a bag and sets it down in stride, two bag widths a
+    second. Wherever the 1 fps samples fall, the carrier is its owner and it is unattended
+    once they are > 2 widths away (40 px: from t = 6.75, when their box's left edge passes
+    x = 210)."""
+    det = _Boxes()
+    world_model = Perception(det)
+    bag = Box(150, 170, 170, 190)
+    events = []
+    for i in range(0, 20):
+        t = i + phase
+        x = -60 + 40 * t  # left edge; the bag hangs from their hand until t = 5
+        people = [Box(x, 110, x + 40, 200)] if -40 < x < 300 else []
+        det.boxes = people
+        carried = Box(x + 25, 140, x + 45, 160)
+        world = world_model.observe(_frame(t, people, bag if t >= 5 else carried))
+        events += list(world.events)
+    placed = [e for e in events if e.kind is EventKind.PLACED and e.box is not None]
+    unattended = [e for e in events if e.kind is EventKind.UNATTENDED]
+    assert [e.details["owner_id"] for e in placed] == [1]
+    assert len(unattended) == 1
+    assert 6.0 <= unattended[0].ts <= 7.75
+
+
+def test_demo_scene_alerts_in_every_cycle_at_any_sampling_phase() -> None:
+    """The built-in demo (no detector: motion and still regions only) fires its bag rule in
+    every 60 s cycle wherever the 1 fps samples fall; a phase where the walker is a step past
+    the bag when it first reads as still once lost the owner and never alerted."""
+    from streamd.config import RuleConfig
+    from streamd.ingest import demo
+    from streamd.rules.compiler import compile_rule
+    from streamd.rules.engine import RuleRunner
+
+    text = "alert when a bag is left unattended for 10 seconds"
+    fired: dict[float, list[int]] = {}
+    for phase in (0.0, 0.1, 0.2, 0.5, 0.8):
+        runner = RuleRunner("demo", RuleConfig(name="r", text=text), compile_rule(text))
+        world_model = Perception(None)
+        rng = np.random.default_rng(7)
+        background = demo._background(rng)
+        fired[phase] = []
+        for i in range(2 * int(demo.CYCLE_S)):
+            t = i + phase
+            image = demo.render(t, background, rng)
+            world = world_model.observe(Frame("demo", image, 1000.0 + t, t, i))
+            fired[phase] += [int(t // demo.CYCLE_S) for c in runner.step(world) if c.kind == "new"]
+    assert fired == {phase: [0, 1] for phase in fired}
+
+
 class _Named(_Boxes):
     """People as set, plus a named box on the samples listed (a detector calling a thing)."""
 

@@ -16,6 +16,7 @@ comes from detections of the thing it is part of, which often box more than the 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from streamd.perception.world import EventKind, SceneEvent
 
 __all__ = ["ObjectParams", "StillObject", "StillObjects"]
 
+_SAMPLES_KEPT = 64
 MIN_NAMED = 2  # samples a still object must be detected as a class in to take its name
 OBJECT_MAX_FRAME = 0.2  # a thing that can be left fills at most this part of the frame
 
@@ -87,6 +89,10 @@ class StillObjects:
     new_id: Callable[[], int]
     params: ObjectParams = field(default_factory=ObjectParams)
     objects: dict[int, StillObject] = field(default_factory=dict)
+    # Recent sample times: a region is still from its second sample on (in its first it
+    # differs from the sample before, which reads as motion), so it came to rest one sample
+    # before its `since`, at whatever rate the camera is sampled.
+    _samples: deque[float] = field(default_factory=lambda: deque(maxlen=_SAMPLES_KEPT))
 
     def update(
         self,
@@ -97,6 +103,7 @@ class StillObjects:
     ) -> tuple[list[StillObject], list[SceneEvent]]:
         """Advance with this sample; returns the objects present and the events."""
         p = self.params
+        self._samples.append(ts)
         events: list[SceneEvent] = []
         matched: set[int] = set()
         for region in fg.still:
@@ -166,11 +173,14 @@ class StillObjects:
         Two cues, both needed. (1) Carried: in a sample shortly before it became still, the
         person's box covered a good part of the object (someone walking past at a distance
         never does, and a region that appears where nobody was, like a reflection or a
-        lighting patch, has no such person). (2) Set down: when the object came to rest the
-        person was still within reach. A person's own ghost (the background where they stood
-        until they moved off) fails this: it only becomes foreground once they have gone."""
+        lighting patch, has no such person). (2) Set down: when the object came to rest (the
+        sample before it first read as still) or just after, the person was within reach;
+        someone who drops a bag without stopping is a step past it by the next sample. (A
+        person's own ghost, where they stood until they moved off, passes both cues; the
+        background model tells it by its edges and never reports it as a still region.)"""
         p = self.params
         reach = p.proximity_widths * max(obj.box.width, 1.0)
+        shown = max((t for t in self._samples if t < obj.since), default=obj.since)
         best: tuple[tuple[float, float], int, Box] | None = None
         for q in people:
             if q.label is None and q.box.area < 2.0 * obj.box.area:
@@ -188,7 +198,7 @@ class StillObjects:
             if carried is None:
                 continue
             rest_until = obj.since + p.rest_window_s
-            at_rest = [b.gap(obj.box) for t, b in q.history if obj.since <= t <= rest_until]
+            at_rest = [b.gap(obj.box) for t, b in q.history if shown <= t <= rest_until]
             if not at_rest or min(at_rest) > reach:
                 continue
             # Two people by it: whoever had it last is who set it down.
