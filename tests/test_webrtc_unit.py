@@ -32,7 +32,9 @@ from streamd.config import parse_config
 from streamd.errors import ConfigError
 from streamd.events.db import make_engine
 from streamd.events.store import EventStore
-from streamd.ingest.webrtc import WebRtcSpec, WhepSource, WhipSource, rtc_configuration
+from streamd.ingest.webrtc.session import WebRtcSpec, rtc_configuration
+from streamd.ingest.webrtc.whep import WhepSource
+from streamd.ingest.webrtc.whip import WhipSource
 from streamd.pipeline import CameraPipeline
 
 TOKEN = "t0ken"

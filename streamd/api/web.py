@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 
 from streamd.api.state import get_state
 from streamd.api.whip import WHIP_PREFIX
-from streamd.ingest.webrtc import WhipSource
+from streamd.ingest.webrtc.whip import WhipSource
 
 
 async def publish_page(request: Request) -> Response:

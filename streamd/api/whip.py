@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from streamd.api.errors import responses
 from streamd.api.params import CameraPath
 from streamd.api.state import Authorized, get_state
-from streamd.ingest.webrtc import BadOffer, WhipBusy, WhipSource
+from streamd.ingest.webrtc.whip import BadOffer, WhipBusy, WhipSource
 
 if TYPE_CHECKING:
     from streamd.config import IceServerConfig
