@@ -210,6 +210,37 @@ def test_demo_scene_alerts_in_every_cycle_at_any_sampling_phase() -> None:
     assert fired == {phase: [0, 1] for phase in fired}
 
 
+def test_where_someone_stood_at_startup_is_not_a_thing_once_they_go() -> None:
+    """The model starts with someone standing in view, so its background holds them. When
+    they walk off, what was behind them differs from that background and reads as a still
+    region: it is not a thing anyone placed. A bag set down on that spot later is."""
+    det = _Boxes()
+    world_model = Perception(det)
+    standing = Box(150, 100, 180, 200)
+    placed = []
+    for t in range(0, 30):
+        if t < 6:
+            people = [standing]
+        elif t < 12:  # walks off to the right, out of view by t = 12
+            x = 150 + 30 * (t - 5)
+            people = [Box(x, 100, x + 30, 200)] if x < 320 else []
+        elif t < 16:
+            people = []
+        elif t < 19:  # someone brings a bag to the same spot and stands by it
+            people = [Box(140, 100, 170, 200)]
+        else:
+            x = 140 - 30 * (t - 18)
+            people = [Box(x, 100, x + 30, 200)] if x > 0 else []
+        det.boxes = people
+        bag = Box(165, 180, 185, 198) if t >= 17 else None
+        world = world_model.observe(_frame(float(t), people, bag))
+        placed += [e for e in world.events if e.kind is EventKind.PLACED]
+    assert len(placed) == 1
+    assert placed[0].box is not None
+    assert placed[0].box.iou(Box(165, 180, 185, 198)) > 0.5
+    assert placed[0].ts >= 17.0
+
+
 class _Named(_Boxes):
     """People as set, plus a named box on the samples listed (a detector calling a thing)."""
 

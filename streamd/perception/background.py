@@ -233,6 +233,19 @@ class BackgroundModel:
             static=static,
         )
 
+    def relearn(self, box: Box, scale: float) -> None:
+        """Take the still pixels now inside `box` (full-frame) as background: a region known
+        not to be a thing (the place a person held when the model started)."""
+        if self._bg is None or self._prev is None or self._static_since is None:
+            return
+        h, w = self._static_since.shape
+        x1, y1 = max(0, math.floor(box.x1 * scale)), max(0, math.floor(box.y1 * scale))
+        x2, y2 = min(w, math.ceil(box.x2 * scale)), min(h, math.ceil(box.y2 * scale))
+        since = self._static_since[y1:y2, x1:x2]
+        still = np.isfinite(since)
+        self._bg[y1:y2, x1:x2][still] = self._prev[y1:y2, x1:x2][still]
+        since[still] = np.inf
+
     def _blobs(self, mask: BoolArray, n_px: int, scale: float) -> list[tuple[Box, float]]:
         """Blob-like moving regions with their pixel area (full-frame pixels): big enough, and
         filling a fair part of their box, which people do and sweeping light bands, rain streaks

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from streamd.ingest.frame import Frame
 from streamd.perception.background import BackgroundModel, Foreground
@@ -77,6 +77,9 @@ class Perception:
     _have_last: bool = False
     _started: float | None = None
     _person_spots: list[tuple[float, Box]] = field(default_factory=list)
+    # Where people were while the background was first learnt: it holds them there, so when
+    # they move off, what was behind them reads as a still region there (a startup ghost).
+    _startup_people: list[Box] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -151,7 +154,8 @@ class Perception:
         # A still object is named only by fresh detections: an unchanged frame reuses the last
         # ones, which must not count again.
         fresh = detections if analysed else ()
-        objects, obj_events = self._objects.update(ts, fg, owners, fresh)
+        still = self._without_startup_ghosts(fg, ts, detections)
+        objects, obj_events = self._objects.update(ts, still, owners, fresh)
         events.extend(obj_events)
         events.extend(self._removed(fg, ts))
         h, w = frame.image.shape[:2]
@@ -188,6 +192,42 @@ class Perception:
                 continue
             items.append(TrackInput(b, None, 0.0, True))
         return items
+
+    def _without_startup_ghosts(
+        self, fg: Foreground, ts: float, detections: tuple[Detection, ...]
+    ) -> Foreground:
+        """Still regions minus those where a person was while the model started (relearnt:
+        they are what was behind that person, not a thing)."""
+        assert self._started is not None
+        if ts - self._started < self.params.warmup_s:
+            self._startup_people += [d.box for d in detections if d.label == "person"]
+            return fg
+        here = [d.box for d in detections if d.label == "person"]
+        # A spot is settled once its person has gone and nothing there differs from the
+        # background any more (the ghost was relearnt): later, a thing put there is a thing.
+        self._startup_people = [
+            b
+            for b in self._startup_people
+            if any(_intersection(b, h) > 0 for h in here) or fg.overlap(fg.fg, b) >= 0.02
+        ]
+        if not self._startup_people or not fg.still:
+            return fg
+        kept = []
+        for region in fg.still:
+            spot = next(
+                (
+                    b
+                    for b in self._startup_people
+                    if _intersection(region.box, b) >= 0.5 * region.box.area
+                ),
+                None,
+            )
+            if spot is None:
+                kept.append(region)
+                continue
+            self.background.relearn(region.box, fg.scale)
+            self._startup_people.remove(spot)  # resolved: a thing put there later is a thing
+        return replace(fg, still=tuple(kept))
 
     def _removed(self, fg: Foreground, ts: float) -> list[SceneEvent]:
         """Ghost regions are removed objects, unless a person stood there (their own ghost)."""

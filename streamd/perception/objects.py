@@ -320,7 +320,7 @@ def _part_of_person(box: Box, person: Track, ts: float, recent_s: float) -> bool
     crops a knee, a bent arm), so any of their recent boxes taken where they are now
     counts; boxes from where they walked in from do not (a bag they set down there is not
     part of them)."""
-    if person.label != "person" or ts - person.last_seen > 1.0:
+    if person.label != "person" or ts - person.last_seen > recent_s:
         return False
     cx, cy = person.box.center
     reach = 0.5 * person.box.width
