@@ -241,6 +241,32 @@ def test_where_someone_stood_at_startup_is_not_a_thing_once_they_go() -> None:
     assert placed[0].ts >= 17.0
 
 
+def test_going_down_then_out_of_view_is_not_a_fall() -> None:
+    """Someone's box drops and widens (walking out under a high camera looks so at 1 fps),
+    then they are nowhere: neither detected nor any foreground where they were. Someone who
+    fell would still be there, so this is no fall, even when something later shows up on
+    that spot (a bag they left tipping over) that could pass for a body on the floor."""
+    det = _Boxes()
+    world_model = Perception(det)
+    kinds = []
+    for t in range(0, 16):
+        if t < 3:
+            people = []
+        elif t < 6:  # walks in, upright
+            x = 60 + 30 * (t - 3)
+            people = [Box(x, 60, x + 30, 200)]
+        elif t == 6:
+            people = [Box(115, 128, 215, 200)]  # low and wide: fall-shaped
+        else:
+            people = []
+        det.boxes = people
+        bag = Box(145, 170, 200, 198) if t >= 9 else None
+        world = world_model.observe(_frame(float(t), people, bag))
+        kinds += [e.kind for e in world.events]
+    assert EventKind.FELL not in kinds
+    assert EventKind.PLACED in kinds  # the thing on the floor is seen, as a thing
+
+
 class _Named(_Boxes):
     """People as set, plus a named box on the samples listed (a detector calling a thing)."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 from streamd.ingest.frame import Frame
@@ -77,6 +78,7 @@ class Perception:
     _have_last: bool = False
     _started: float | None = None
     _person_spots: list[tuple[float, Box]] = field(default_factory=list)
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=2))  # sample times
     # Where people were while the background was first learnt: it holds them there, so when
     # they move off, what was behind them reads as a still region there (a startup ghost).
     _startup_people: list[Box] = field(default_factory=list)
@@ -132,13 +134,23 @@ class Perception:
                 events.append(SceneEvent(EventKind.APPEARED, ts, tr.track_id, tr.label, tr.box))
         people = [tr for tr in self.tracker.tracks.values() if tr.label == "person"]
         detected = [tr.box for tr in people if tr.detected_at == ts]
+        gone_before = self._recent[0] if len(self._recent) == self._recent.maxlen else None
+        self._recent.append(ts)
         for tr in people:
             if tr.track_id not in seen_ids:
                 down = tr.fallen_at is not None or tr.fall_onset is not None
                 if not down and ts - tr.detected_at > self.posture.body_follow_s:
                     continue  # a standing person the detector lost for long is simply gone
+                if tr.fallen_at is None and gone_before is not None and tr.last_seen < gone_before:
+                    # Nowhere in the last two samples: gone. Foreground turning up there later
+                    # is someone or something else (a bag they left, tipping over).
+                    continue
                 body = follow_body(tr, fg, self.posture, detected)
                 if body is None:
+                    if tr.fallen_at is None:
+                        # Seen going down, then nowhere: someone who fell is still there (as
+                        # foreground at least), so they walked or ducked out of view.
+                        tr.fall_onset = tr.fall_seen = None
                     continue
                 tr.see(ts, body)
             events.extend(update_posture(tr, ts, self.posture))
