@@ -267,6 +267,31 @@ def test_going_down_then_out_of_view_is_not_a_fall() -> None:
     assert EventKind.PLACED in kinds  # the thing on the floor is seen, as a thing
 
 
+def test_a_body_on_the_floor_boxed_twice_is_one_person() -> None:
+    """The detector often boxes a lying body twice, whole and in part, overlapping less
+    than its own suppression threshold. That is one person on the floor: one lying track,
+    which keeps the fall, so a lying or fall rule alerts once."""
+    det = _Boxes()
+    world_model = Perception(det)
+    lying_counts = []
+    fell = []
+    for t in range(0, 14):
+        if t < 3:
+            people: list[Box] = []
+        elif t < 7:
+            people = [Box(140, 60, 170, 200)]
+        else:  # on the floor: the whole body, and its legs again as a second box
+            people = [Box(90, 130, 240, 200), Box(170, 150, 250, 200)]
+        det.boxes = people
+        world = world_model.observe(_frame(float(t), people, None))
+        fell += [e for e in world.events if e.kind is EventKind.FELL]
+        lying_counts.append(
+            sum(1 for tr in world.visible(frozenset({"person"})) if tr.posture is Posture.LYING)
+        )
+    assert len(fell) == 1
+    assert lying_counts[9:] == [1] * 5
+
+
 class _Named(_Boxes):
     """People as set, plus a named box on the samples listed (a detector calling a thing)."""
 

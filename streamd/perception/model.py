@@ -52,6 +52,7 @@ class _Params:
     moving_overlap: float = 0.25  # a detection this much covered by motion is moving
     removed_person_s: float = 30.0  # a ghost where a person stood this recently is theirs
     warmup_s: float = 3.0  # no appeared / entered events for what is there at start
+    same_body: float = 0.5  # of the smaller box inside the other: two lying tracks, one body
 
 
 def _intersection(a: Box, b: Box) -> float:
@@ -156,6 +157,7 @@ class Perception:
             events.extend(update_posture(tr, ts, self.posture))
             if not tr.moving:
                 self._person_spots.append((ts, tr.box))
+        self._merge_lying_doubles(ts)
         # Who can own or attend an object: people, and solid upright moving regions bigger than
         # a bag that the detector did not name (it misses people at odd angles and sizes).
         owners = people + [
@@ -204,6 +206,41 @@ class Perception:
                 continue
             items.append(TrackInput(b, None, 0.0, True))
         return items
+
+    def _merge_lying_doubles(self, ts: float) -> None:
+        """One person on the floor, two person tracks: the detector often boxes a lying body
+        twice (whole and in part, overlapping less than its suppression threshold), or the
+        followed body and a fresh detection of it coexist. Overlapping lying tracks are one
+        person: the one who fell or is falling (else the older) keeps the earliest lying onset,
+        the other goes, so a lying or fall rule alerts once. Only lying ones: people standing together
+        overlap all the time."""
+        lying = sorted(
+            (
+                tr
+                for tr in self.tracker.tracks.values()
+                if tr.label == "person" and tr.last_seen == ts and tr.posture is Posture.LYING
+            ),
+            key=lambda tr: (
+                tr.fallen_at is None,
+                tr.fall_onset is None,
+                tr.first_seen,
+                tr.track_id,
+            ),
+        )
+        merged: set[int] = set()
+        for i, keep in enumerate(lying):
+            if keep.track_id in merged:
+                continue
+            for other in lying[i + 1 :]:
+                if other.track_id in merged:
+                    continue
+                small = min(keep.box.area, other.box.area)
+                if _intersection(keep.box, other.box) < self.params.same_body * small:
+                    continue
+                merged.add(other.track_id)
+                if other.lying_since is not None:
+                    keep.lying_since = min(keep.lying_since or other.lying_since, other.lying_since)
+                del self.tracker.tracks[other.track_id]
 
     def _without_startup_ghosts(
         self, fg: Foreground, ts: float, detections: tuple[Detection, ...]
