@@ -212,8 +212,8 @@ class Perception:
         twice (whole and in part, overlapping less than its suppression threshold), or the
         followed body and a fresh detection of it coexist. Overlapping lying tracks are one
         person: the one who fell or is falling (else the older) keeps the earliest lying onset,
-        the other goes, so a lying or fall rule alerts once. Only lying ones: people standing together
-        overlap all the time."""
+        the other goes, so a lying or fall rule alerts once. Only lying ones: people standing
+        together overlap all the time."""
         lying = sorted(
             (
                 tr
