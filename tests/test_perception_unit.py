@@ -292,6 +292,44 @@ def test_a_body_on_the_floor_boxed_twice_is_one_person() -> None:
     assert lying_counts[9:] == [1] * 5
 
 
+def test_a_fall_the_tracker_cannot_link_is_still_that_persons_fall() -> None:
+    """From one sample to the next a falling person's box can change too much for the
+    tracker to link (upright 140 px tall, then a body 35 px high): the detector's new box is
+    born as a new track just as the person's own track is lost. That newcomer is them; the
+    fall is seen on their track, once."""
+    det = _Boxes()
+    world_model = Perception(det)
+    fell = []
+    for t in range(0, 12):
+        if t < 3:
+            people: list[Box] = []
+        elif t < 7:
+            people = [Box(140, 60, 170, 200)]
+        else:
+            people = [Box(95, 165, 235, 200)]
+        det.boxes = people
+        world = world_model.observe(_frame(float(t), people, None))
+        fell += [e for e in world.events if e.kind is EventKind.FELL]
+    assert [e.track_id for e in fell] == [1]
+    assert 6.0 <= fell[0].ts <= 7.0
+
+
+def test_someone_crossing_faster_than_the_tracker_links_does_not_fall() -> None:
+    """Walking briskly across a near camera's view, someone moves further between 1 fps
+    samples than the tracker links: the newcomer where they are now is them, upright, and
+    nothing (no followed foreground, no ghost) turns into a fall."""
+    det = _Boxes()
+    world_model = Perception(det)
+    kinds = []
+    for t in range(0, 12):
+        x = 10 + 70 * (t - 3)
+        people = [Box(x, 60, x + 40, 200)] if t >= 3 and x + 40 < 320 else []
+        det.boxes = people
+        world = world_model.observe(_frame(float(t), people, None))
+        kinds += [e.kind for e in world.events]
+    assert EventKind.FELL not in kinds
+
+
 class _Named(_Boxes):
     """People as set, plus a named box on the samples listed (a detector calling a thing)."""
 

@@ -10,6 +10,7 @@ WorldState with the scene events of this sample, each emitted once.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -52,7 +53,19 @@ class _Params:
     moving_overlap: float = 0.25  # a detection this much covered by motion is moving
     removed_person_s: float = 30.0  # a ghost where a person stood this recently is theirs
     warmup_s: float = 3.0  # no appeared / entered events for what is there at start
+    background_fg: float = 0.15  # a lying box with less foreground is part of the background
+    relink: float = 1.5  # diagonals: a newcomer this near a just-lost person is them
     same_body: float = 0.5  # of the smaller box inside the other: two lying tracks, one body
+
+
+def _distance(a: Box, b: Box) -> float:
+    (ax, ay), (bx, by) = a.center, b.center
+    return math.hypot(ax - bx, ay - by)
+
+
+def _near(a: Box, b: Box, diagonals: float) -> bool:
+    reach = diagonals * max(math.hypot(a.width, a.height), math.hypot(b.width, b.height))
+    return _distance(a, b) <= reach
 
 
 def _intersection(a: Box, b: Box) -> float:
@@ -137,6 +150,10 @@ class Perception:
         detected = [tr.box for tr in people if tr.detected_at == ts]
         gone_before = self._recent[0] if len(self._recent) == self._recent.maxlen else None
         self._recent.append(ts)
+        # People first seen now: a track lost at the same moment near one of them is most
+        # likely that person, moved further than the tracker would link (at 1 fps, a brisk
+        # walk across a near camera's view), not someone on the floor to follow.
+        newcomers = [tr for tr in seen if tr.label == "person" and tr.hits == 1]
         for tr in people:
             if tr.track_id not in seen_ids:
                 down = tr.fallen_at is not None or tr.fall_onset is not None
@@ -146,14 +163,28 @@ class Perception:
                     # Nowhere in the last two samples: gone. Foreground turning up there later
                     # is someone or something else (a bag they left, tipping over).
                     continue
-                body = follow_body(tr, fg, self.posture, detected)
-                if body is None:
-                    if tr.fallen_at is None:
-                        # Seen going down, then nowhere: someone who fell is still there (as
-                        # foreground at least), so they walked or ducked out of view.
-                        tr.fall_onset = tr.fall_seen = None
-                    continue
-                tr.see(ts, body)
+                near = [
+                    nc
+                    for nc in newcomers
+                    if _near(tr.detected_box or tr.box, nc.box, self.params.relink)
+                ]
+                if tr.fallen_at is None and near:
+                    # Theirs is the one transition to judge: walked on, or went down.
+                    nc = min(near, key=lambda n: _distance(tr.box, n.box))
+                    newcomers.remove(nc)
+                    del self.tracker.tracks[nc.track_id]
+                    tr.take_over(nc)
+                else:
+                    body = follow_body(tr, fg, self.posture, detected)
+                    if body is None:
+                        if tr.fallen_at is None:
+                            # Seen going down, then nowhere: someone who fell is still there
+                            # (as foreground at least), so they walked or ducked out of view.
+                            tr.fall_onset = tr.fall_seen = None
+                        continue
+                    tr.see(ts, body)
+            elif tr.track_id not in self.tracker.tracks:
+                continue  # a newcomer another track took over
             events.extend(update_posture(tr, ts, self.posture))
             if not tr.moving:
                 self._person_spots.append((ts, tr.box))
@@ -196,7 +227,12 @@ class Perception:
         items: list[TrackInput] = []
         for d in detections:
             moving = fg.overlap(fg.moving, d.box) >= p.moving_overlap
-            items.append(TrackInput(d.box, d.label, d.score, moving))
+            in_background = (
+                d.label == "person"
+                and d.box.width >= self.posture.lying_aspect * d.box.height
+                and fg.overlap(fg.fg, d.box) < p.background_fg
+            )
+            items.append(TrackInput(d.box, d.label, d.score, moving, in_background))
         for b, _ in fg.moving_boxes:
             if not p.min_blob_area <= b.area / frame_area <= p.max_blob_area:
                 continue

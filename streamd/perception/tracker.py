@@ -34,6 +34,10 @@ class TrackInput:
     label: str | None = None
     score: float = 0.0
     moving: bool = False
+    # A lying-shaped person box with no foreground under it is part of the scene as the
+    # background holds it (a patterned mattress, a poster, someone lying there since the start):
+    # it cannot be where a tracked person just fell (a fall leaves foreground where they land).
+    in_background: bool = False
 
 
 @dataclass
@@ -95,6 +99,17 @@ class Track:
         self.box = box
         self.last_seen = ts
         self.history.append((ts, box))
+
+    def take_over(self, other: Track) -> None:
+        """Continue as `other`, a track born this sample that is this one (linked late)."""
+        self.see(other.last_seen, other.box)
+        for label, votes in other.votes.items():
+            self.votes[label] = self.votes.get(label, 0.0) + votes
+        self.hits += other.hits
+        self.moving = self.moving or other.moving
+        if other.detections:
+            self.detected_at, self.detected_box = other.detected_at, other.detected_box
+            self.detections += other.detections
 
 
 def _diag(box: Box) -> float:
@@ -161,6 +176,8 @@ class Tracker:
         pairs = []
         for i, item in enumerate(items):
             for tr in free.values():
+                if item.in_background and not _down(tr):
+                    continue
                 iou = tr.box.iou(item.box)
                 if iou >= (0.6 if _conflict(tr, item) else self.iou_threshold):
                     pairs.append((-iou, i, tr.track_id))
@@ -174,6 +191,8 @@ class Tracker:
                 continue
             for tr in free.values():
                 if _conflict(tr, item) or not _similar_size(tr.detected_box or tr.box, item.box):
+                    continue
+                if item.in_background and not _down(tr):
                     continue
                 if _down(tr) and tr.box.gap(item.box) > 0:
                     # Someone on the floor gets up where they lie; a detection elsewhere is
