@@ -354,3 +354,43 @@ async def test_publish_page_and_the_rest_of_the_api(
     spec = (await client.get("/openapi.json", headers=AUTH)).json()
     assert "/api/whip/{camera}" in spec["paths"]
     assert "/api/whip/{camera}/{session}" in spec["paths"]
+
+
+@pytest.mark.parametrize(
+    ("holders", "detail", "retry"),
+    [
+        ({"door": "node-b"}, "analysed by instance 'node-b'", False),
+        ({}, "not analysed by any instance yet", True),
+    ],
+)
+async def test_whip_publisher_sent_to_an_instance_without_the_lease_is_told_where_to_go(
+    api: tuple[httpx.AsyncClient, ApiState],
+    holders: dict[str, str],
+    detail: str,
+    retry: bool,
+) -> None:
+    """Instances sharing a database analyse a camera only where its lease is held. A WHIP
+    publisher that reaches another instance (a load balancer, an address from before a
+    failover) is refused with the holder's name, or told to retry while the lease is free,
+    instead of streaming into a camera nobody analyses there. (The lease table itself is
+    exercised against PostgreSQL in test_cluster.py; here the API's view of it is set.)"""
+    client, state = api
+
+    async def lease_holders() -> dict[str, str]:
+        return holders
+
+    state.running, state.holders = {}, lease_holders
+    pc, offer = await _offer()
+    try:
+        r = await client.post("/api/whip/door", content=offer, headers=SDP)
+        assert r.status_code == 409, r.text
+        assert detail in r.json()["detail"]
+        assert ("retry-after" in r.headers) is retry
+        door = state.pipelines["door"].camera
+        assert isinstance(door, WhipSource)
+        assert door.session_id is None  # nothing was accepted
+        state.running = {"door": state.pipelines["door"]}  # the lease came here
+        r = await client.post("/api/whip/door", content=offer, headers=SDP)
+        assert r.status_code == 201, r.text
+    finally:
+        await pc.close()

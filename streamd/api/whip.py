@@ -8,8 +8,9 @@
   CORSMiddleware, scoped to this prefix in `app.py`.
 
 Errors are 400 (malformed SDP), 401 (token), 404 (unknown or non-WHIP camera, unknown session),
-409 (the camera already has a publisher), 413 (oversized offer) and 415 (not application/sdp),
-each with a `detail` that says what to fix.
+409 (the camera already has a publisher, or another instance of a cluster holds its lease:
+the detail names it), 413 (oversized offer), 415 (not application/sdp) and 503 (the lease table
+is unreachable), each with a `detail` that says what to fix.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import Response
 
-from streamd.api.errors import responses
+from streamd.api.errors import RETRY_AFTER_S, responses
 from streamd.api.params import CameraPath
 from streamd.api.state import Authorized, get_state
 from streamd.ingest.webrtc.whip import BadOffer, WhipBusy, WhipSource
@@ -46,6 +47,30 @@ def _whip_source(request: Request, camera: str) -> WhipSource:
             404, f"camera {camera!r} does not take WHIP publishers (configure it `webrtc: whip`)"
         )
     return source
+
+
+async def _analysed_here(request: Request, camera: str) -> None:
+    """With instances sharing the cameras, only the lease holder analyses a camera: a
+    publisher sent elsewhere (a load balancer, a stale address after a failover) is told
+    where to go instead of streaming into a camera nobody here analyses."""
+    st = get_state(request)
+    if st.running is None or camera in st.running:
+        return
+    # A lease table outage answers 503 (the app's database error handler), as GET /api/cameras.
+    holder = (await st.holders()).get(camera) if st.holders is not None else None
+    me = st.config.instance.name
+    if holder is not None:
+        raise HTTPException(
+            409,
+            f"camera {camera!r} is analysed by instance {holder!r}, not this one ({me!r}): "
+            "publish to that instance",
+        )
+    raise HTTPException(
+        409,
+        f"camera {camera!r} is not analysed by any instance yet (its lease is free): "
+        f"retry in {RETRY_AFTER_S} s",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def _link_header(servers: list[IceServerConfig]) -> str:
@@ -101,15 +126,18 @@ async def _read_offer(request: Request) -> str:
             409,
             413,
             415,
+            503,
             e400="Malformed SDP offer",
             e404="Unknown camera, or not a WHIP camera",
-            e409="The camera already has a publisher",
+            e409="The camera already has a publisher, or another instance analyses it",
+            e503="The lease table (instances sharing a database) is unreachable",
             e415="Content-Type is not application/sdp",
         ),
     },
 )
 async def whip_publish(request: Request, camera: CameraPath) -> Response:
     source = _whip_source(request, camera)
+    await _analysed_here(request, camera)
     offer = await _read_offer(request)
     try:
         answer = await source.publish(offer)
