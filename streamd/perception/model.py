@@ -149,6 +149,7 @@ class Perception:
         people = [tr for tr in self.tracker.tracks.values() if tr.label == "person"]
         detected = [tr.box for tr in people if tr.detected_at == ts]
         gone_before = self._recent[0] if len(self._recent) == self._recent.maxlen else None
+        previous = self._recent[-1] if self._recent else None
         self._recent.append(ts)
         # People first seen now: a track lost at the same moment near one of them is most
         # likely that person, moved further than the tracker would link (at 1 fps, a brisk
@@ -168,7 +169,12 @@ class Perception:
                     for nc in newcomers
                     if _near(tr.detected_box or tr.box, nc.box, self.params.relink)
                 ]
-                if tr.fallen_at is None and near:
+                if not analysed and tr.last_seen == previous:
+                    # Nothing changed since the last sample (the gate kept the detector off):
+                    # whoever was there still is, as they were. Nobody falls in a frame that
+                    # is the same as the one before.
+                    tr.see(ts, tr.box)
+                elif tr.fallen_at is None and near:
                     # Theirs is the one transition to judge: walked on, or went down.
                     nc = min(near, key=lambda n: _distance(tr.box, n.box))
                     newcomers.remove(nc)
