@@ -182,6 +182,8 @@ class Perception:
                     tr.take_over(nc)
                 else:
                     body = follow_body(tr, fg, self.posture, detected)
+                    if body is not None and self._startup_ghost(body):
+                        body = None
                     if body is None:
                         if tr.fallen_at is None:
                             # Seen going down, then nowhere: someone who fell is still there
@@ -248,6 +250,14 @@ class Perception:
                 continue
             items.append(TrackInput(b, None, 0.0, True))
         return items
+
+    def _startup_ghost(self, body: Box) -> bool:
+        """Foreground mostly inside a spot where a person stood while the background was
+        first learnt: what was behind them, now they have gone, not their body on the floor."""
+        return any(
+            _intersection(body, spot) >= self.params.same_body * body.area
+            for spot in self._startup_people
+        )
 
     def _merge_lying_doubles(self, ts: float) -> None:
         """One person on the floor, two person tracks: the detector often boxes a lying body
