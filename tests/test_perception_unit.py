@@ -94,6 +94,18 @@ def test_a_wide_box_cut_by_the_top_of_the_frame_is_not_lying() -> None:
     assert classify(Box(120, 100, 330, 245), None, p) is Posture.LYING
 
 
+def test_walking_in_under_the_camera_is_not_a_fall() -> None:
+    """Right under a high camera someone's head is above the frame: the box is cut by the
+    top edge. As they walk further in, its top comes down and it widens (from above, a body
+    is foreshortened): no fall is measured from a top that was the frame's edge."""
+    cut = Box(100, 0, 160, 170)  # upright-shaped, head out of view
+    wide = Box(80, 110, 280, 250)  # further in, seen from above
+    _, kinds = _person(
+        [(0.0, cut), (1.0, cut), (2.0, wide), (3.0, wide), (4.0, wide)], PostureParams()
+    )
+    assert EventKind.FELL not in kinds
+
+
 def test_someone_elsewhere_does_not_take_over_a_fallen_person() -> None:
     """A lying body's box is wide, so its diagonal reaches far: a person detected across the
     room a second later is someone else, not the fallen one walking off."""

@@ -117,7 +117,9 @@ def update_posture(track: Track, ts: float, p: PostureParams) -> list[SceneEvent
 def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEvent]:
     box = track.box
     shape_upright = box.height >= box.width / p.upright_aspect * 1.1
-    if shape_upright and track.detected_at == ts:
+    # Cut by the top of the frame, a box's height and top say nothing of where the head is.
+    top_cut = box.y1 <= p.top_edge_px
+    if shape_upright and track.detected_at == ts and not top_cut:
         # Learn the upright height only from clearly upright, detected boxes, and let it shrink
         # slowly: someone walking away gets smaller, someone starting to fall only looks it.
         ref = track.ref_height
@@ -157,7 +159,9 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
             track.fallen_at = None
         track.fall_onset = None
         track.last_upright = ts
-        track.upright_top = box.y1
+        # No fall is measured from a top that is the frame's edge: the box "dropping" from
+        # there is someone walking in under the camera, not a head coming down.
+        track.upright_top = None if top_cut else box.y1
         return events
     if track.fallen_at is not None:
         return events
