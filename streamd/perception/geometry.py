@@ -33,10 +33,14 @@ class Box:
     def center(self) -> tuple[float, float]:
         return ((self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2)
 
-    def iou(self, other: Box) -> float:
+    def intersection(self, other: Box) -> float:
+        """Area both boxes cover."""
         ix = max(0.0, min(self.x2, other.x2) - max(self.x1, other.x1))
         iy = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
-        inter = ix * iy
+        return ix * iy
+
+    def iou(self, other: Box) -> float:
+        inter = self.intersection(other)
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
 

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from streamd.ingest.frame import Frame
 from streamd.perception.background import BackgroundModel, Foreground
@@ -22,6 +22,7 @@ from streamd.perception.colours import dominant_colour, person_colour
 from streamd.perception.geometry import Box, Detection, Detector
 from streamd.perception.objects import StillObject, StillObjects
 from streamd.perception.posture import PostureParams, follow_body, update_posture
+from streamd.perception.startup import StartupSpots
 from streamd.perception.tracker import Track, Tracker, TrackInput
 from streamd.perception.world import (
     EventKind,
@@ -68,12 +69,6 @@ def _near(a: Box, b: Box, diagonals: float) -> bool:
     return _distance(a, b) <= reach
 
 
-def _intersection(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    return ix * iy
-
-
 @dataclass
 class Perception:
     """Turns one camera's sampled frames into WorldStates. `observe` is blocking (numpy,
@@ -93,9 +88,7 @@ class Perception:
     _started: float | None = None
     _person_spots: list[tuple[float, Box]] = field(default_factory=list)
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=2))  # sample times
-    # Where people were while the background was first learnt: it holds them there, so when
-    # they move off, what was behind them reads as a still region there (a startup ghost).
-    _startup_people: list[Box] = field(default_factory=list)
+    _startup: StartupSpots = field(default_factory=StartupSpots)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -182,7 +175,7 @@ class Perception:
                     tr.take_over(nc)
                 else:
                     body = follow_body(tr, fg, self.posture, detected)
-                    if body is not None and self._startup_ghost(body):
+                    if body is not None and self._startup.holds(body):
                         body = None
                     if body is None:
                         if tr.fallen_at is None:
@@ -207,7 +200,11 @@ class Perception:
         # A still object is named only by fresh detections: an unchanged frame reuses the last
         # ones, which must not count again.
         fresh = detections if analysed else ()
-        still = self._without_startup_ghosts(fg, ts, detections)
+        if warm:
+            still = self._startup.without_ghosts(fg, detections, self.background)
+        else:
+            self._startup.learn(detections)
+            still = fg
         objects, obj_events = self._objects.update(ts, still, owners, fresh)
         events.extend(obj_events)
         events.extend(self._removed(fg, ts))
@@ -245,19 +242,11 @@ class Perception:
             if not p.min_blob_area <= b.area / frame_area <= p.max_blob_area:
                 continue
             if any(
-                _intersection(b, d.box) >= p.explained * min(b.area, d.box.area) for d in detections
+                b.intersection(d.box) >= p.explained * min(b.area, d.box.area) for d in detections
             ):
                 continue
             items.append(TrackInput(b, None, 0.0, True))
         return items
-
-    def _startup_ghost(self, body: Box) -> bool:
-        """Foreground mostly inside a spot where a person stood while the background was
-        first learnt: what was behind them, now they have gone, not their body on the floor."""
-        return any(
-            _intersection(body, spot) >= self.params.same_body * body.area
-            for spot in self._startup_people
-        )
 
     def _merge_lying_doubles(self, ts: float) -> None:
         """One person on the floor, two person tracks: the detector often boxes a lying body
@@ -287,48 +276,12 @@ class Perception:
                 if other.track_id in merged:
                     continue
                 small = min(keep.box.area, other.box.area)
-                if _intersection(keep.box, other.box) < self.params.same_body * small:
+                if keep.box.intersection(other.box) < self.params.same_body * small:
                     continue
                 merged.add(other.track_id)
                 if other.lying_since is not None:
                     keep.lying_since = min(keep.lying_since or other.lying_since, other.lying_since)
                 del self.tracker.tracks[other.track_id]
-
-    def _without_startup_ghosts(
-        self, fg: Foreground, ts: float, detections: tuple[Detection, ...]
-    ) -> Foreground:
-        """Still regions minus those where a person was while the model started (relearnt:
-        they are what was behind that person, not a thing)."""
-        assert self._started is not None
-        if ts - self._started < self.params.warmup_s:
-            self._startup_people += [d.box for d in detections if d.label == "person"]
-            return fg
-        here = [d.box for d in detections if d.label == "person"]
-        # A spot is settled once its person has gone and nothing there differs from the
-        # background any more (the ghost was relearnt): later, a thing put there is a thing.
-        self._startup_people = [
-            b
-            for b in self._startup_people
-            if any(_intersection(b, h) > 0 for h in here) or fg.overlap(fg.fg, b) >= 0.02
-        ]
-        if not self._startup_people or not fg.still:
-            return fg
-        kept = []
-        for region in fg.still:
-            spot = next(
-                (
-                    b
-                    for b in self._startup_people
-                    if _intersection(region.box, b) >= 0.5 * region.box.area
-                ),
-                None,
-            )
-            if spot is None:
-                kept.append(region)
-                continue
-            self.background.relearn(region.box, fg.scale)
-            self._startup_people.remove(spot)  # resolved: a thing put there later is a thing
-        return replace(fg, still=tuple(kept))
 
     def _removed(self, fg: Foreground, ts: float) -> list[SceneEvent]:
         """Ghost regions are removed objects, unless a person stood there (their own ghost)."""
