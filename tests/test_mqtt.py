@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -566,3 +567,24 @@ async def test_rejected_login_keeps_password_out_of_logs(
     assert caplog.records
     assert secret not in caplog.text
     assert secret not in repr(cfg)
+
+
+def test_a_late_acknowledgement_on_shutdown_is_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiomqtt logs, with a traceback, the broker's SUBACK for a subscribe that was cancelled
+    (the daemon stopping right after sending it). streamd's clients log through CLIENT_LOG,
+    which keeps that at debug level without a traceback; anything else passes unchanged."""
+    from streamd.events.broker import CLIENT_LOG
+
+    caplog.set_level(logging.DEBUG)
+    try:
+        {}.pop(52)
+    except KeyError:
+        CLIENT_LOG.exception('Unexpected message ID "%d" in on_subscribe callback', 52)
+    CLIENT_LOG.warning("Pending publish calls threshold reached")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert all(r.exc_info is None for r in caplog.records)
+    assert any("its call was cancelled" in r.getMessage() for r in caplog.records)
+    assert any("threshold reached" in r.getMessage() for r in caplog.records)

@@ -17,6 +17,7 @@ import aiomqtt
 from aiomqtt import MqttError
 
 from streamd.config import MqttConfig
+from streamd.events.broker import CLIENT_LOG
 from streamd.events.discovery import OFFLINE, ONLINE
 from streamd.events.topics import availability_topic
 
@@ -54,6 +55,7 @@ class SharedAvailability:
             identifier=self.identifier,
             keepalive=30,
             will=aiomqtt.Will(self.topic, OFFLINE, qos=1, retain=True),
+            logger=CLIENT_LOG,
         )
 
     async def run(self) -> None:

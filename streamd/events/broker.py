@@ -12,7 +12,25 @@ from streamd.config import MqttConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["password", "probe_broker", "tls_params"]
+__all__ = ["CLIENT_LOG", "password", "probe_broker", "tls_params"]
+
+
+class _LateAck(logging.Filter):
+    """aiomqtt logs, with a traceback, a broker's acknowledgement for a subscribe or an
+    unsubscribe whose call was cancelled (the daemon stopping right after sending it). That
+    is expected on shutdown, not an error: it is kept at debug level, without a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Unexpected message ID"):
+            log.debug("MQTT: %s (its call was cancelled)", message)
+            return False
+        return True
+
+
+# The logger every aiomqtt client here is given.
+CLIENT_LOG = logging.getLogger("streamd.events.mqtt_client")
+CLIENT_LOG.addFilter(_LateAck())
 
 
 def password(cfg: MqttConfig) -> str | None:
@@ -38,6 +56,7 @@ async def probe_broker(cfg: MqttConfig, timeout: float = 2.0) -> bool:  # noqa: 
                 password=password(cfg),
                 tls_params=tls_params(cfg),
                 timeout=timeout,
+                logger=CLIENT_LOG,
             )
             async with client:
                 return True

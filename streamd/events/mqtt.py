@@ -29,7 +29,7 @@ from aiomqtt import MqttError
 
 from streamd.config import MqttConfig
 from streamd.events.availability import SharedAvailability
-from streamd.events.broker import password, probe_broker, tls_params
+from streamd.events.broker import CLIENT_LOG, password, probe_broker, tls_params
 from streamd.events.db import DatabaseError
 from streamd.events.delivery import OutboxDelivery
 from streamd.events.discovery import OFFLINE, ONLINE, CameraDevice, Discovery, Message
@@ -191,6 +191,7 @@ class MqttPublisher:
             will=aiomqtt.Will(self.availability_topic, OFFLINE, qos=1, retain=True),
             # paho's default of 20 unacknowledged messages would queue most of a batch locally.
             max_inflight_messages=self.batch_size,
+            logger=CLIENT_LOG,
         )
         # A whole batch is in flight at once; aiomqtt warns above this many pending calls.
         client.pending_calls_threshold = self.batch_size + 10
