@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +33,15 @@ class Box:
     @property
     def center(self) -> tuple[float, float]:
         return ((self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2)
+
+    @property
+    def diagonal(self) -> float:
+        return float(math.hypot(self.width, self.height))
+
+    def distance(self, other: Box) -> float:
+        """Centre-to-centre distance."""
+        (ax, ay), (bx, by) = self.center, other.center
+        return float(math.hypot(ax - bx, ay - by))
 
     def intersection(self, other: Box) -> float:
         """Area both boxes cover."""

@@ -10,7 +10,6 @@ WorldState with the scene events of this sample, each emitted once.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -59,14 +58,8 @@ class _Params:
     same_body: float = 0.5  # of the smaller box inside the other: two lying tracks, one body
 
 
-def _distance(a: Box, b: Box) -> float:
-    (ax, ay), (bx, by) = a.center, b.center
-    return math.hypot(ax - bx, ay - by)
-
-
 def _near(a: Box, b: Box, diagonals: float) -> bool:
-    reach = diagonals * max(math.hypot(a.width, a.height), math.hypot(b.width, b.height))
-    return _distance(a, b) <= reach
+    return a.distance(b) <= diagonals * max(a.diagonal, b.diagonal)
 
 
 @dataclass
@@ -169,7 +162,7 @@ class Perception:
                     tr.see(ts, tr.box)
                 elif tr.fallen_at is None and near:
                     # Theirs is the one transition to judge: walked on, or went down.
-                    nc = min(near, key=lambda n: _distance(tr.box, n.box))
+                    nc = min(near, key=lambda n: tr.box.distance(n.box))
                     newcomers.remove(nc)
                     del self.tracker.tracks[nc.track_id]
                     tr.take_over(nc)
