@@ -338,11 +338,17 @@ def main() -> int:
         default=LEAD_IN_S,
         help="seconds of each clip's first frame served before it over RTSP (0: none)",
     )
+    ap.add_argument(
+        "--square-input",
+        action="store_true",
+        help="letterbox every frame into the model's declared 416x416 (the default input "
+        "follows the frame's aspect ratio)",
+    )
     args = ap.parse_args()
     if not MEDIA.is_dir() or not MODEL.is_file():
         print(f"needs the footage in {MEDIA} and the model {MODEL}", file=sys.stderr)
         return 2
-    detector = YoloxDetector(MODEL)
+    detector = YoloxDetector(MODEL, rectangular=not args.square_input)
     files = sorted(p for p in LABELS.glob("*.yaml") if args.only in p.name)
     phases = [float(x) for x in args.phases.split(",")]
     if any(not 0 <= ph < 1 for ph in phases):

@@ -321,3 +321,60 @@ def test_missing_execution_provider_falls_back_to_cpu_and_says_so(
     assert "no CUDAExecutionProvider" in caplog.text
     blank = np.zeros((240, 320, 3), np.uint8)
     assert det.detect(blank) == []
+
+
+@pytest.mark.media
+def test_wide_frames_run_at_a_wide_input_and_find_the_same_objects(
+    detector: YoloxDetector,
+) -> None:
+    """The 416x416 model runs at the frame's aspect ratio (long side 416, short side plus a
+    margin padded to a multiple of 32): same scale as the square letterbox, same detections."""
+    square = YoloxDetector(MODEL, rectangular=False)
+    assert detector.rectangular
+    assert not square.rectangular
+    people = _frames_at(PERSON_CLIP, (15, 30, 60, 80))
+    cars = _frames_at(CAR_CLIP, (WHITE_CAR_S, TWO_CARS_S))
+    frames = [*people.values(), *cars.values()]
+    assert detector.input_shape(*frames[0].shape[:2]) == (288, 416)  # 768x432: 234 + 32
+    assert square.input_shape(*frames[0].shape[:2]) == (416, 416)
+    for img in frames:
+        wide, sq = detector.detect(img), square.detect(img)
+        strong = [d for d in sq if d.score >= 0.5]
+        assert strong, "every chosen frame has a person or a car in it"
+        for d in strong:
+            best = max((w.box.iou(d.box) for w in wide if w.label == d.label), default=0.0)
+            assert best > 0.85, f"{d} has no match among {wide}"
+
+
+def test_a_graph_with_a_fixed_size_keeps_the_square_input(tmp_path: Path) -> None:
+    """A model that only runs at its declared size (here: a flatten, a fixed slice and a
+    reshape, as some exporters bake in) is detected at load and run square."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    n = 3549 * 85
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["images"], ["flat"], axis=1),
+            helper.make_node("Slice", ["flat", "start", "end", "axis"], ["cut"]),
+            helper.make_node("Reshape", ["cut", "shape"], ["raw"]),
+            helper.make_node("Sigmoid", ["raw"], ["output"]),
+        ],
+        "fixed",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 416, 416])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3549, 85])],
+        [
+            helper.make_tensor("start", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("end", TensorProto.INT64, [1], [n]),
+            helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("shape", TensorProto.INT64, [3], [1, 3549, 85]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "fixed.onnx"
+    onnx.save(model, str(path))
+    detector = YoloxDetector(path, runtime="onnxruntime")
+    assert not detector.rectangular
+    assert detector.input_shape(720, 1280) == (416, 416)
+    detector.detect(np.zeros((720, 1280, 3), np.uint8))  # runs; what it finds is noise

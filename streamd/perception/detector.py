@@ -1,8 +1,5 @@
-"""YOLOX-nano object detector run through OpenCV's DNN module, plus model download/verification.
-
-OpenCV DNN is used rather than onnxruntime because OpenCV is already a hard dependency for
-decoding and drawing; the nano model is small enough (≈5-8 ms a frame on one core) that the
-faster runtime would buy little and cost another native wheel.
+"""YOLOX-nano object detector (ONNX Runtime, or OpenCV's DNN module where ONNX Runtime is
+absent), plus model download/verification.
 """
 
 from __future__ import annotations
@@ -48,6 +45,11 @@ YOLOX_NANO_SHA256: Final = "e8af074932d4ed7e232278e3055cefcdea3edf178874a3694ae2
 
 _STRIDES: Final = (8, 16, 32)
 _PAD_VALUE: Final = 114  # the grey YOLOX was trained with in its letterbox padding
+# Grey kept below (and right of) a frame letterboxed into a non-square input. With none, a body
+# on the floor at the bottom edge of a 4:3 frame was found in fewer samples (bench/accuracy.py
+# over 4 phases: falls 79 -> 69, lying 67 -> 57 of 96); one stride-32 cell of it gives the
+# square input's numbers back (79, 65; 64 px: 78, 66) at 288 rows instead of 416 for 16:9.
+_MARGIN: Final = 32
 _DOWNLOAD_TIMEOUT_S: Final = 30.0
 _CHUNK: Final = 1 << 16
 # exp() of a raw log-size above this only happens for garbage anchors; capping it keeps float32
@@ -139,29 +141,62 @@ def resolve_model(
     return _download(url, sha256, target)
 
 
-def _make_grid(input_size: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+def _make_grid(height: int, width: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Per-anchor (x, y) cell offsets and strides, in the order YOLOX flattens its outputs:
     stride 8, 16, 32, each row-major (x fastest)."""
     grids: list[npt.NDArray[np.float32]] = []
     strides: list[npt.NDArray[np.float32]] = []
     for stride in _STRIDES:
-        cells = input_size // stride
-        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        rows, cols = height // stride, width // stride
+        ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         grids.append(np.stack((xs.ravel(), ys.ravel()), axis=1).astype(np.float32))
-        strides.append(np.full((cells * cells, 1), stride, dtype=np.float32))
+        strides.append(np.full((rows * cols, 1), stride, dtype=np.float32))
     return np.concatenate(grids), np.concatenate(strides)
+
+
+def _shape_free(path: Path) -> bytes | None:
+    """The model with its input height and width (and so its anchor count) made symbolic.
+
+    YOLOX is fully convolutional and its exported head reshapes to (1, 85, -1), so it runs at
+    any multiple of 32; the release file merely declares 416x416. Letterboxing a 16:9 frame
+    into a square spends 44 % of the network on padding: a 416x288 input costs about 0.7 of
+    the square one at the same scale, with the same detections. Returns None (square input
+    then) when the `onnx` package is missing or the graph is not one this edit fits.
+    """
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        model = onnx.load(str(path))
+        graph = model.graph
+        if len(graph.input) != 1 or len(graph.output) != 1:
+            return None
+        in_dims = graph.input[0].type.tensor_type.shape.dim
+        out_dims = graph.output[0].type.tensor_type.shape.dim
+        if len(in_dims) != 4 or len(out_dims) != 3:
+            return None
+        in_dims[2].dim_param, in_dims[3].dim_param = "height", "width"
+        out_dims[1].dim_param = "anchors"
+        # Intermediate shapes were inferred for 416x416; ONNX Runtime re-infers them.
+        del graph.value_info[:]
+        return bytes(model.SerializeToString())
+    except Exception as exc:  # onnx raises DecodeError, ValidationError and others
+        _log.info("detector: %s kept at its declared input size (%s)", path, exc)
+        return None
 
 
 Runtime = Literal["auto", "onnxruntime", "opencv"]
 
 
 class _Buffers:
-    """One thread's reusable letterbox canvas, resize target and network input."""
+    """One thread's reusable letterbox canvas, resize target and network input, for one
+    network input shape."""
 
-    def __init__(self, size: int) -> None:
-        self.padded: Image = np.full((size, size, 3), _PAD_VALUE, dtype=np.uint8)
-        self.blob: npt.NDArray[np.float32] = np.empty((1, 3, size, size), dtype=np.float32)
-        self.fitted: tuple[int, int] = (size, size)
+    def __init__(self, height: int, width: int) -> None:
+        self.padded: Image = np.full((height, width, 3), _PAD_VALUE, dtype=np.uint8)
+        self.blob: npt.NDArray[np.float32] = np.empty((1, 3, height, width), dtype=np.float32)
+        self.fitted: tuple[int, int] = (height, width)
         self._resized: Image | None = None
 
     def resized(self, h: int, w: int) -> Image:
@@ -174,7 +209,9 @@ class _OrtNet:
     """The model on ONNX Runtime: on CPU about 1.5x faster than OpenCV DNN for YOLOX-nano on
     one core here, and the way to a GPU (CUDA provider) where one is present."""
 
-    def __init__(self, path: Path, threads: int, providers: list[str] | None) -> None:
+    def __init__(
+        self, path: Path, model: bytes | None, threads: int, providers: list[str] | None
+    ) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -193,7 +230,9 @@ class _OrtNet:
             )
         try:
             self.session = ort.InferenceSession(
-                str(path), opts, providers=chosen or ["CPUExecutionProvider"]
+                model if model is not None else str(path),
+                opts,
+                providers=chosen or ["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
@@ -213,12 +252,18 @@ def _ort_available() -> bool:
     return True
 
 
+def _ceil_to(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
 class YoloxDetector:
     """YOLOX (nano by default) ONNX model; implements the `Detector` protocol.
 
-    Runs on ONNX Runtime where it is installed (`runtime="auto"`), else OpenCV DNN. Safe to
-    call from several threads: each thread letterboxes into its own reused buffers; only the
-    OpenCV network call is serialised (a cv2 Net holds per-inference state).
+    Runs on ONNX Runtime where it is installed (`runtime="auto"`), else OpenCV DNN. On ONNX
+    Runtime the network input follows the frame's aspect ratio (long side `input_size`, short
+    side plus a margin padded to a multiple of 32) instead of a square; OpenCV DNN keeps the
+    square. Safe to call from several threads: each thread letterboxes into its own reused
+    buffers; only the OpenCV network call is serialised (a cv2 Net holds per-inference state).
     """
 
     def __init__(
@@ -230,6 +275,7 @@ class YoloxDetector:
         runtime: Runtime = "auto",
         threads: int = 1,
         providers: list[str] | None = None,
+        rectangular: bool = True,
     ) -> None:
         if input_size <= 0 or input_size % max(_STRIDES):
             raise ValueError(f"input_size must be a positive multiple of 32, got {input_size}")
@@ -237,15 +283,18 @@ class YoloxDetector:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.input_size = input_size
-        self._grid, self._stride = _make_grid(input_size)
+        self._grids: dict[tuple[int, int], tuple[npt.NDArray[np.float32], ...]] = {}
         self._lock = threading.Lock()
         self._local = threading.local()  # per worker thread: letterbox and input buffers
         if not model_path.is_file():
             raise ModelError(f"model file {model_path} does not exist")
         self._ort: _OrtNet | None = None
+        self.rectangular = False
         if runtime == "onnxruntime" or (runtime == "auto" and _ort_available()):
-            self._ort = _OrtNet(model_path, threads, providers)
+            free = _shape_free(model_path) if rectangular else None
+            self._ort = _OrtNet(model_path, free, threads, providers)
             self.runtime = "onnxruntime:" + ",".join(self._ort.providers)
+            self.rectangular = free is not None
         else:
             try:
                 self._net = cv2.dnn.readNetFromONNX(str(model_path))
@@ -256,24 +305,54 @@ class YoloxDetector:
             self.runtime = "opencv"
         # One forward pass now, so a model with the wrong input size or head (not YOLOX, other
         # class count) fails at startup with the file named, not on the first camera frame.
-        blank = np.full((input_size, input_size, 3), _PAD_VALUE, dtype=np.uint8)
+        self._check(input_size, input_size)
+        if self.rectangular:
+            try:
+                self._check(input_size // 2 // 32 * 32, input_size)
+            except ModelError as exc:
+                # Shape-free editing fitted the file but the graph is not fully convolutional
+                # after all: the declared square input is the one that works.
+                _log.info("detector: square input only (%s)", exc)
+                self._ort = _OrtNet(model_path, None, threads, providers)
+                self.rectangular = False
+
+    def _check(self, height: int, width: int) -> None:
+        blank = np.full((height, width, 3), _PAD_VALUE, dtype=np.uint8)
         try:
             out = self._forward(blank)
         except Exception as exc:  # cv2.error, or onnxruntime's own errors
             raise ModelError(
-                f"ONNX model {model_path} cannot run a {input_size}×{input_size} input: {exc}"
+                f"ONNX model {self.model_path} cannot run a {width}×{height} input: {exc}"
             ) from exc
-        expected = (len(self._grid), 5 + len(COCO_CLASSES))
+        expected = (len(self._grid(height, width)[0]), 5 + len(COCO_CLASSES))
         if out.shape != expected:
             raise ModelError(
-                f"ONNX model {model_path} outputs shape {out.shape}, expected {expected} "
-                f"(YOLOX with {len(COCO_CLASSES)} COCO classes at input {input_size})"
+                f"ONNX model {self.model_path} outputs shape {out.shape}, expected {expected} "
+                f"(YOLOX with {len(COCO_CLASSES)} COCO classes at input {width}×{height})"
             )
+
+    def input_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The network input (height, width) a frame of this size is letterboxed into."""
+        if not self.rectangular:
+            return self.input_size, self.input_size
+        ratio = self.input_size / max(height, width)
+        return (
+            min(self.input_size, _ceil_to(round(height * ratio) + _MARGIN, max(_STRIDES))),
+            min(self.input_size, _ceil_to(round(width * ratio) + _MARGIN, max(_STRIDES))),
+        )
+
+    def _grid(self, height: int, width: int) -> tuple[npt.NDArray[np.float32], ...]:
+        grid = self._grids.get((height, width))
+        if grid is None:
+            # Cameras come in a handful of shapes; a dict store is atomic under the GIL, and
+            # two threads racing to build the same grid build equal ones.
+            grid = self._grids[(height, width)] = _make_grid(height, width)
+        return grid
 
     def _forward(self, padded: Image) -> npt.NDArray[np.float32]:
         # YOLOX wants BGR 0-255 float32 in NCHW, no mean/std: one transposing copy into this
         # thread's reused blob (no per-frame allocation of the 2 MB input).
-        bufs = self._buffers()
+        bufs = self._buffers(padded.shape[0], padded.shape[1])
         np.copyto(bufs.blob[0], padded.transpose(2, 0, 1))
         if self._ort is not None:
             # ONNX Runtime sessions are safe to run from several threads at once.
@@ -284,22 +363,24 @@ class YoloxDetector:
                 out = np.asarray(self._net.forward(), np.float32)
         return np.asarray(out, dtype=np.float32).reshape(-1, out.shape[-1])
 
-    def _buffers(self) -> _Buffers:
-        bufs: _Buffers | None = getattr(self._local, "buffers", None)
+    def _buffers(self, height: int, width: int) -> _Buffers:
+        table: dict[tuple[int, int], _Buffers] | None = getattr(self._local, "buffers", None)
+        if table is None:
+            table = self._local.buffers = {}
+        bufs = table.get((height, width))
         if bufs is None:
-            bufs = _Buffers(self.input_size)
-            self._local.buffers = bufs
+            bufs = table[(height, width)] = _Buffers(height, width)
         return bufs
 
     def _letterbox(self, image: Image) -> tuple[Image, float]:
-        """Scale to fit input_size keeping aspect, pad right/bottom (top-left aligned, so the
-        inverse mapping is a plain division by the ratio). Returns this thread's reused buffer:
-        valid until this thread's next call."""
+        """Scale the long side to input_size keeping aspect, pad right/bottom (top-left
+        aligned, so the inverse mapping is a plain division by the ratio). Returns this
+        thread's reused buffer: valid until this thread's next call for the same shape."""
         h, w = image.shape[:2]
-        size = self.input_size
-        ratio = min(size / h, size / w)
+        ih, iw = self.input_shape(h, w)
+        ratio = min(ih / h, iw / w, self.input_size / max(h, w))
         nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
-        bufs = self._buffers()
+        bufs = self._buffers(ih, iw)
         padded = bufs.padded
         if bufs.fitted != (nh, nw):
             # Only a change of frame shape repaints the padding; the same camera's frames
@@ -329,7 +410,8 @@ class YoloxDetector:
         if not keep.any():
             return []
         raw, class_ids, scores = pred[keep, :4], class_ids[keep], scores[keep]
-        grid, stride = self._grid[keep], self._stride[keep]
+        all_grid, all_stride = self._grid(padded.shape[0], padded.shape[1])
+        grid, stride = all_grid[keep], all_stride[keep]
 
         centre = (raw[:, :2] + grid) * stride
         half = np.exp(np.minimum(raw[:, 2:4], _MAX_LOG_WH)) * stride / 2
