@@ -119,6 +119,39 @@ def test_someone_elsewhere_does_not_take_over_a_fallen_person() -> None:
     assert up.track_id == fallen.track_id
 
 
+def test_a_person_going_down_keeps_their_track_through_the_change_of_shape() -> None:
+    """At 1 fps a fall turns a tall box into a wide one of about the same area, its height
+    more than halved (from the empty-room clip: 155x412 upright, 372x173 a second later)."""
+    tracker = Tracker()
+    (up,) = tracker.update(0.0, [TrackInput(Box(623, 64, 778, 476), "person", 0.8)])
+    (down,) = tracker.update(1.0, [TrackInput(Box(232, 293, 604, 466), "person", 0.6)])
+    assert down.track_id == up.track_id
+    # someone a third the height nearby is someone else (further away), not the same person
+    (far,) = tracker.update(2.0, [TrackInput(Box(500, 300, 530, 357), "person", 0.6)])
+    assert far.track_id != up.track_id
+
+
+def test_a_vanished_unnamed_region_does_not_take_a_person_detection() -> None:
+    """Motion seen once (a flicker by the wall) and gone the next sample is not where a
+    person detected later, a body's length away, came from."""
+    tracker = Tracker()
+    (blob,) = tracker.update(0.0, [TrackInput(Box(314, 23, 351, 181), None, 0.0, moving=True)])
+    tracker.update(1.0, [TrackInput(Box(623, 64, 778, 476), "person", 0.8)])
+    _, lying = tracker.update(
+        2.0,
+        [
+            TrackInput(Box(40, 40, 80, 80), None, 0.0, moving=True),
+            TrackInput(Box(232, 130, 404, 300), "person", 0.6),
+        ],
+    )
+    assert lying.track_id != blob.track_id
+    # still there in the previous sample, the same region being named is the usual case
+    tracker2 = Tracker()
+    (blob2,) = tracker2.update(0.0, [TrackInput(Box(314, 23, 351, 181), None, 0.0, moving=True)])
+    (named,) = tracker2.update(1.0, [TrackInput(Box(330, 60, 380, 230), "person", 0.7)])
+    assert named.track_id == blob2.track_id
+
+
 class _Boxes:
     """Stands in for the detector: returns whatever person boxes the test sets per frame."""
 

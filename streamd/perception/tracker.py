@@ -123,9 +123,13 @@ def _distance(a: Box, b: Box) -> float:
 
 def _similar_size(a: Box, b: Box) -> bool:
     """Matching by distance alone needs boxes of about the same size: a far-away person near
-    where a close one was is someone else."""
+    where a close one was is someone else. A fall halves a box's height but keeps its area (a
+    tall box becomes a wide one), so the same area in another shape is the same size too."""
     ha, hb = max(a.height, 1.0), max(b.height, 1.0)
-    return 0.5 <= ha / hb <= 2.0
+    if 0.5 <= ha / hb <= 2.0:
+        return True
+    area = max(a.width, 1.0) * ha / (max(b.width, 1.0) * hb)
+    return 0.5 <= area <= 2.0  # the geometric mean of width and height within 1/sqrt(2)
 
 
 def _down(track: Track) -> bool:
@@ -155,6 +159,7 @@ class Tracker:
     move_fraction: float = 0.1  # centroid shift (of the diagonal) that counts as moving
     tracks: dict[int, Track] = field(default_factory=dict)
     next_id: int = 1
+    _previous: float | None = None  # the last update's time
 
     def new_id(self) -> int:
         """Ids come from one counter for every kind of track (still objects too)."""
@@ -194,6 +199,11 @@ class Tracker:
                     continue
                 if item.in_background and not _down(tr):
                     continue
+                if tr.label is None and item.label is not None and tr.last_seen != self._previous:
+                    # An unnamed moving region that was not there a moment ago is gone (a
+                    # flicker, a door, a shadow): a detection a body's length away from where
+                    # it was is someone arriving or moving, not that region named at last.
+                    continue
                 if _down(tr) and tr.box.gap(item.box) > 0:
                     # Someone on the floor gets up where they lie; a detection elsewhere is
                     # someone else (a lying body's wide box would reach far by its diagonal).
@@ -206,6 +216,7 @@ class Tracker:
             if assigned[i] is None and tid in free:
                 assigned[i] = free.pop(tid)
 
+        self._previous = ts
         out: list[Track] = []
         for item, found in zip(items, assigned, strict=True):
             if found is None:
