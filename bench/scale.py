@@ -81,9 +81,13 @@ def camera_stats(s0: Snapshot, s1: Snapshot, target_fps: float) -> dict[str, Any
     secs = s1.at - s0.at
     cams = sorted(s1.cameras)
 
-    def per_camera(key: str) -> dict[str, float]:
-        out = {c: _delta(s0, s1, c, key) for c in cams}
-        return {c: d / secs for c, d in out.items() if d is not None}
+    def per_camera(*keys: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for c in cams:
+            deltas = [d for key in keys if (d := _delta(s0, s1, c, key)) is not None]
+            if len(deltas) == len(keys):
+                out[c] = sum(deltas) / secs
+        return out
 
     def rates(key: str) -> list[float]:
         return list(per_camera(key).values())
@@ -94,6 +98,9 @@ def camera_stats(s0: Snapshot, s1: Snapshot, target_fps: float) -> dict[str, Any
         return int(sum(known)) if known else None
 
     analysed = rates("analysed_frames")
+    # A sample the gate found unchanged is evaluated all the same (world model, rules) on the
+    # last detections: it counts towards the camera's rate, not towards the detector's.
+    evaluated = list(per_camera("analysed_frames", "gated_frames").values())
     decoded = rates("decoded_frames")
     p50, p95 = _values(s1, "latency_p50_s"), _values(s1, "latency_p95_s")
     effective, keyframe = _values(s1, "effective_fps"), _values(s1, "keyframe_interval_s")
@@ -105,6 +112,8 @@ def camera_stats(s0: Snapshot, s1: Snapshot, target_fps: float) -> dict[str, Any
         "analysed_fps_min": min(analysed) if analysed else None,
         "analysed_fps_mean": statistics.mean(analysed) if analysed else None,
         "analysed_fps_per_camera": per_camera("analysed_frames"),
+        "evaluated_fps_min": min(evaluated) if evaluated else None,
+        "evaluated_fps_mean": statistics.mean(evaluated) if evaluated else None,
         "decoded_fps_mean": statistics.mean(decoded) if decoded else None,
         # the typical camera's median, the worst camera's 95th percentile
         "latency_p50_s": statistics.median(p50) if p50 else None,
@@ -213,7 +222,7 @@ def measure_point(n: int, gop: int, clip: Path, args: argparse.Namespace) -> dic
 # -- output ------------------------------------------------------------------------------------
 COLUMNS = (
     ("N", 3), ("GOP", 4), ("streamd cores", 13), ("RSS MiB", 8), ("ffmpeg cores", 12),
-    ("ratio", 6), ("fps min", 7), ("fps mean", 8), ("target", 6), ("eff min", 7),
+    ("ratio", 6), ("fps min", 7), ("fps mean", 8), ("det/s", 5), ("target", 6), ("eff min", 7),
     ("decoded/s", 9), ("p50 s", 6), ("p95 s", 6), ("dropped", 7), ("skipped", 7), ("kf s", 5),
 )  # fmt: skip
 
@@ -235,7 +244,8 @@ def table(points: list[dict[str, Any]]) -> str:
         s, b = p["streamd"], p["baseline"]
         cells = (
             p["n"], f"{p['gop_s']}s", _fmt(s["cores"]), _fmt(s["rss_mib"], 0), _fmt(b["cores"]),
-            _fmt(p["ratio"]), _fmt(s["analysed_fps_min"]), _fmt(s["analysed_fps_mean"]),
+            _fmt(p["ratio"]), _fmt(s["evaluated_fps_min"]), _fmt(s["evaluated_fps_mean"]),
+            _fmt(s["analysed_fps_mean"]),
             _fmt(s["target_fps"]), _fmt(s["effective_fps_min"]), _fmt(s["decoded_fps_mean"], 1),
             _fmt(s["latency_p50_s"]), _fmt(s["latency_p95_s"]), _fmt(s["dropped"]),
             _fmt(s["skipped_backpressure"]), _fmt(s["keyframe_interval_s"], 1),

@@ -50,6 +50,7 @@ def test_every_point_is_measured(bench_json: dict[str, object]) -> None:
         assert len(s["analysed_fps_per_camera"]) == p["n"]
         # every camera analysed frames inside the window, none more than were sampled for it
         assert all(0 < fps <= 2 * s["target_fps"] for fps in s["analysed_fps_per_camera"].values())
+        assert s["evaluated_fps_min"] >= s["analysed_fps_min"]
         assert s["decoded_fps_mean"] > 0
         assert s["cores"] > 0
         assert s["rss_mib"] > 50  # the daemon with its detector loaded, not an empty process
@@ -69,6 +70,7 @@ def test_table_prints_every_column() -> None:
         "n": 2, "gop_s": 1, "ratio": 1.5,
         "streamd": {
             "cores": 0.3, "rss_mib": 400.0, "analysed_fps_min": 0.9, "analysed_fps_mean": 1.0,
+            "evaluated_fps_min": 0.9, "evaluated_fps_mean": 1.0,
             "target_fps": 1.0, "effective_fps_min": None, "decoded_fps_mean": 25.0,
             "latency_p50_s": None, "latency_p95_s": 0.8, "dropped": 0,
             "skipped_backpressure": None, "keyframe_interval_s": None,
