@@ -1,17 +1,10 @@
 """YOLOX-nano object detector (ONNX Runtime, or OpenCV's DNN module where ONNX Runtime is
-absent), plus model download/verification.
-"""
+absent). Finding and verifying the model file is `model_file`'s job."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Final, Literal
 
@@ -23,6 +16,11 @@ from streamd.errors import ModelError
 from streamd.ingest.frame import Image
 from streamd.perception.coco import COCO_CLASSES
 from streamd.perception.geometry import Box, Detection
+from streamd.perception.model_file import (
+    OFFICIAL_YOLOX_NANO_URL,
+    YOLOX_NANO_SHA256,
+    resolve_model,
+)
 
 __all__ = [
     "OFFICIAL_YOLOX_NANO_URL",
@@ -34,15 +32,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-OFFICIAL_YOLOX_NANO_URL: Final = (
-    "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx"
-)
-# sha256 of the yolox_nano.onnx used for development and tests (shared/models/yolox_nano.onnx).
-# That copy is believed to be the file published at OFFICIAL_YOLOX_NANO_URL but could not be
-# compared with it here (no network): if the release file differs, a download fails this check
-# loudly instead of silently running an unknown model.
-YOLOX_NANO_SHA256: Final = "e8af074932d4ed7e232278e3055cefcdea3edf178874a3694ae292649fb464dd"
-
 _STRIDES: Final = (8, 16, 32)
 _PAD_VALUE: Final = 114  # the grey YOLOX was trained with in its letterbox padding
 # Grey kept below (and right of) a frame letterboxed into a non-square input. With none, a body
@@ -50,98 +39,15 @@ _PAD_VALUE: Final = 114  # the grey YOLOX was trained with in its letterbox padd
 # over 4 phases: falls 79 -> 69, lying 67 -> 57 of 96); one stride-32 cell of it gives the
 # square input's numbers back (79, 65; 64 px: 78, 66) at 288 rows instead of 416 for 16:9.
 _MARGIN: Final = 32
-_DOWNLOAD_TIMEOUT_S: Final = 30.0
-_CHUNK: Final = 1 << 16
 # exp() of a raw log-size above this only happens for garbage anchors; capping it keeps float32
 # from overflowing to inf (a RuntimeWarning, which the test suite turns into an error).
 _MAX_LOG_WH: Final = 12.0
 
 
-def _sha256_of(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+_Grid = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]  # anchor cells, strides
 
 
-def _verify(path: Path, expected: str) -> None:
-    actual = _sha256_of(path)
-    if actual != expected.strip().lower():
-        raise ModelError(
-            f"model file {path} failed its checksum: expected sha256 {expected.strip().lower()}, "
-            f"got {actual}"
-        )
-
-
-def _download(url: str, sha256: str | None, target: Path) -> Path | None:
-    """Fetch `url` to `target` via a temp file in the same directory, so `target` only ever
-    appears complete and verified (os.replace is atomic within one filesystem)."""
-    try:
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".part", dir=target.parent
-        )
-    except OSError as exc:
-        raise ModelError(f"cannot write to model cache directory {target.parent}: {exc}") from exc
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        try:
-            with (
-                os.fdopen(fd, "wb") as out,
-                urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp,
-            ):
-                while chunk := resp.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            # URLError covers HTTP errors and refused/unresolvable hosts, OSError timeouts and
-            # resets mid-body, ValueError a malformed URL. All mean "no model this time"; the
-            # caller decides whether running without a detector is acceptable and says so.
-            _log.info("model download from %s failed: %s", url, exc)
-            return None
-        if sha256 is not None and digest.hexdigest() != sha256.strip().lower():
-            raise ModelError(
-                f"model downloaded from {url} failed its checksum: expected sha256 "
-                f"{sha256.strip().lower()}, got {digest.hexdigest()}"
-            )
-        os.replace(tmp, target)
-        return target
-    finally:
-        # After a successful replace the temp name no longer exists; otherwise this removes the
-        # partial or rejected download so it can never be mistaken for a model.
-        tmp.unlink(missing_ok=True)
-
-
-def resolve_model(
-    path: Path | None, url: str | None, sha256: str | None, cache_dir: Path
-) -> Path | None:
-    """Find a usable model file: `path` if it exists, else a verified download of `url`.
-
-    A local file that fails `sha256` raises ModelError rather than falling back to the
-    download: a configured file that is wrong is a mistake the user must see, not paper over.
-    Returns None when there is no file and the download fails (e.g. offline); the caller logs.
-    """
-    if path is not None and path.is_file():
-        if sha256 is not None:
-            _verify(path, sha256)
-        return path
-    if url is None:
-        return None
-
-    name = Path(urllib.parse.urlsplit(url).path).name or "model.onnx"
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelError(f"cannot create model cache directory {cache_dir}: {exc}") from exc
-    target = cache_dir / name
-    if target.is_file():
-        # Only verified files are ever renamed into the cache, so a mismatch here means the
-        # configured checksum changed (a new model version): fetch again rather than fail.
-        if sha256 is None or _sha256_of(target) == sha256.strip().lower():
-            return target
-        _log.info("cached model %s does not match the configured sha256; re-downloading", target)
-    return _download(url, sha256, target)
-
-
-def _make_grid(height: int, width: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+def _make_grid(height: int, width: int) -> _Grid:
     """Per-anchor (x, y) cell offsets and strides, in the order YOLOX flattens its outputs:
     stride 8, 16, 32, each row-major (x fastest)."""
     grids: list[npt.NDArray[np.float32]] = []
@@ -283,7 +189,9 @@ class YoloxDetector:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.input_size = input_size
-        self._grids: dict[tuple[int, int], tuple[npt.NDArray[np.float32], ...]] = {}
+        self._grids: dict[
+            tuple[int, int], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
+        ] = {}
         self._lock = threading.Lock()
         self._local = threading.local()  # per worker thread: letterbox and input buffers
         if not model_path.is_file():
@@ -308,7 +216,7 @@ class YoloxDetector:
         self._check(input_size, input_size)
         if self.rectangular:
             try:
-                self._check(input_size // 2 // 32 * 32, input_size)
+                self._check(input_size // 2 // max(_STRIDES) * max(_STRIDES), input_size)
             except ModelError as exc:
                 # Shape-free editing fitted the file but the graph is not fully convolutional
                 # after all: the declared square input is the one that works.
@@ -341,7 +249,7 @@ class YoloxDetector:
             min(self.input_size, _ceil_to(round(width * ratio) + _MARGIN, max(_STRIDES))),
         )
 
-    def _grid(self, height: int, width: int) -> tuple[npt.NDArray[np.float32], ...]:
+    def _grid(self, height: int, width: int) -> _Grid:
         grid = self._grids.get((height, width))
         if grid is None:
             # Cameras come in a handful of shapes; a dict store is atomic under the GIL, and
@@ -378,7 +286,7 @@ class YoloxDetector:
         thread's reused buffer: valid until this thread's next call for the same shape."""
         h, w = image.shape[:2]
         ih, iw = self.input_shape(h, w)
-        ratio = min(ih / h, iw / w, self.input_size / max(h, w))
+        ratio = self.input_size / max(h, w)  # the same scale, square input or not
         nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
         bufs = self._buffers(ih, iw)
         padded = bufs.padded
