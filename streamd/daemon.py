@@ -72,6 +72,7 @@ def _load_detector(cfg: Config) -> Detector | None:
         threads=cfg.inference.detector_threads,
         runtime=d.runtime,
         providers=d.providers,
+        weak_threshold=d.weak_threshold,
     )
     if detector is not None:
         log.info("detector: %s on %s", detector.model_path.name, detector.runtime)

@@ -397,3 +397,15 @@ def test_detector_providers_are_checked_by_name() -> None:
         parse_config("model: {detector: {providers: [cuda]}}\n", "cfg.yaml")
     assert "'cuda' is not an ONNX Runtime execution provider name" in str(info.value)
     assert "model.detector.providers" in str(info.value)
+
+
+def test_detector_weak_threshold_must_be_below_the_threshold() -> None:
+    cfg = parse_config("model: {detector: {weak_threshold: null}}\n", "cfg.yaml")
+    assert cfg.model.detector.weak_threshold is None
+    assert parse_config("rules: []\n", "cfg.yaml").model.detector.weak_threshold == 0.1
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            "model:\n  detector: {score_threshold: 0.3, weak_threshold: 0.4}\n", "cfg.yaml"
+        )
+    assert "weak_threshold (0.4) must be below score_threshold (0.3)" in str(info.value)
+    assert "cfg.yaml:2" in str(info.value)

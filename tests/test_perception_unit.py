@@ -39,7 +39,7 @@ def _person(boxes: list[tuple[float, Box]], p: PostureParams) -> tuple[Track, li
     tr = Track(1, b0, t0, t0, t0, b0.center, votes={"person": 0.9})
     kinds: list[EventKind] = []
     for ts, box in boxes:
-        tr.detected_at, tr.detected_box = ts, box
+        tr.detected_at, tr.boxed_at, tr.detected_box = ts, ts, box
         tr.detections += 1
         tr.see(ts, box)
         kinds += [e.kind for e in update_posture(tr, ts, p)]
@@ -153,18 +153,24 @@ def test_a_vanished_unnamed_region_does_not_take_a_person_detection() -> None:
 
 
 class _Boxes:
-    """Stands in for the detector: returns whatever person boxes the test sets per frame."""
+    """Stands in for the detector: returns whatever person boxes the test sets per frame,
+    confident ones (`boxes`) and ones scored below its threshold (`weak`)."""
 
     def __init__(self) -> None:
         self.boxes: list[Box] = []
+        self.weak: list[Box] = []
 
     def detect(self, image: object) -> list[Detection]:
-        return [Detection("person", 0, 0.9, b) for b in self.boxes]
+        return [Detection("person", 0, 0.9, b) for b in self.boxes] + [
+            Detection("person", 0, 0.2, b, weak=True) for b in self.weak
+        ]
 
 
-def _frame(t: float, people: list[Box], bag: Box | None) -> Frame:
+def _frame(t: float, people: list[Box], bag: Box | None, still: Box | None = None) -> Frame:
     rng = np.random.default_rng(0)  # the same texture every frame: a fixed camera
     img = (rng.integers(90, 110, (240, 320, 3))).astype(np.uint8)
+    if still is not None:  # part of the scene from the start
+        img[int(still.y1) : int(still.y2), int(still.x1) : int(still.x2)] = (60, 90, 60)
     for b in people:
         img[int(b.y1) : int(b.y2), int(b.x1) : int(b.x2)] = (30, 30, 160)
     if bag is not None:
@@ -477,3 +483,73 @@ def test_zone_entered_and_line_crossed_by_a_track() -> None:
     assert [e.zone for e in entered] == ["right"]
     assert [(e.line, e.direction) for e in crossed] == [("mid", "in")]
     assert entered[0].track_id == crossed[0].track_id
+
+
+def test_a_body_the_detector_scores_low_keeps_its_track_and_falls() -> None:
+    """Seen end-on after a fall towards the camera, a body on the floor is boxed about as
+    tall as wide and the detector scores it below its threshold. That weak box, where the
+    person went down and new to the background, keeps their track (its top is the body's
+    top, unlike a foreground blob's), so the fall is theirs and is seen."""
+    det = _Boxes()
+    world_model = Perception(det)
+    fell = []
+    down = Box(120, 150, 190, 215)  # 70 × 65, its top 90 px below the standing head
+    tracks = []
+    for t in range(0, 12):
+        people = [Box(140, 60, 170, 200)] if 3 <= t < 7 else []
+        det.boxes, det.weak = people, ([down] if t >= 7 else [])
+        world = world_model.observe(_frame(float(t), people + det.weak, None))
+        fell += [e for e in world.events if e.kind is EventKind.FELL]
+        tracks.append({tr.track_id for tr in world.visible(frozenset({"person"}))})
+    assert [e.track_id for e in fell] == [1]
+    assert 6.0 <= fell[0].ts <= 7.0
+    assert tracks[7:] == [{1}] * 5
+
+
+def test_weak_boxes_alone_are_nobody() -> None:
+    """A weak box never starts a track, and one on something that has always been there
+    (furniture the detector half takes for a person) does not keep a person who walked off
+    beside it: they are gone, not fallen."""
+    det = _Boxes()
+    world_model = Perception(det)
+    chair = Box(110, 150, 180, 215)
+    kinds = []
+    seen: set[int] = set()
+    for t in range(0, 14):
+        people = [Box(140 + 40 * max(0, t - 6), 60, 170 + 40 * max(0, t - 6), 200)]
+        people = people if 3 <= t < 9 else []
+        det.boxes, det.weak = people, [chair]
+        world = world_model.observe(_frame(float(t), people, None, still=chair))
+        kinds += [e.kind for e in world.events]
+        seen |= {tr.track_id for tr in world.visible(frozenset({"person"}))}
+    assert EventKind.FELL not in kinds
+    assert seen == {1}
+
+
+def test_a_body_boxed_in_pieces_is_one_person() -> None:
+    """The detector boxes a body on the floor cut by the frame's edge as two pieces that do
+    not overlap (head on one side, legs on the other). A person first seen already lying,
+    next to someone who just fell, within their body length, is them: one lying track, one
+    lying alert."""
+    det = _Boxes()
+    world_model = Perception(det)
+    lying = []
+    for t in range(0, 14):
+        if t < 3:
+            people: list[Box] = []
+        elif t < 7:
+            people = [Box(140, 60, 170, 200)]
+        elif t < 8:
+            people = [Box(95, 165, 235, 200)]
+        else:
+            people = [Box(125, 165, 235, 200), Box(10, 170, 80, 200)]
+        det.boxes = people
+        world = world_model.observe(_frame(float(t), people, None))
+        lying.append(
+            sorted(
+                tr.track_id
+                for tr in world.visible(frozenset({"person"}))
+                if tr.posture is Posture.LYING
+            )
+        )
+    assert lying[8:] == [[1]] * 6

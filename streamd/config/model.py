@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from streamd.config.base import StrictModel
 
@@ -21,6 +21,14 @@ class DetectorConfig(StrictModel):
     )
     sha256: str | None = Field(None, description="Expected checksum (default: the release file).")
     score_threshold: float = Field(0.35, gt=0, lt=1, description="Minimum detection score.")
+    weak_threshold: float | None = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="People scored from this up to score_threshold are kept as weak boxes: "
+        "never a person of their own, only to keep someone already tracked whom the detector "
+        "just lost (a body on the floor scores low). null turns this off.",
+    )
     runtime: Literal["auto", "onnxruntime", "opencv"] = Field(
         "auto", description="ONNX Runtime where installed (auto), or OpenCV DNN."
     )
@@ -30,6 +38,15 @@ class DetectorConfig(StrictModel):
         "[CUDAExecutionProvider, CPUExecutionProvider]; those this machine lacks are skipped "
         "with a warning, CPU is the fallback.",
     )
+
+    @model_validator(mode="after")
+    def _weak_below_threshold(self) -> DetectorConfig:
+        if self.weak_threshold is not None and self.weak_threshold >= self.score_threshold:
+            raise ValueError(
+                f"weak_threshold ({self.weak_threshold}) must be below score_threshold "
+                f"({self.score_threshold}), or null"
+            )
+        return self
 
     @field_validator("providers")
     @classmethod

@@ -182,12 +182,22 @@ class YoloxDetector:
         threads: int = 1,
         providers: list[str] | None = None,
         rectangular: bool = True,
+        weak_threshold: float | None = 0.1,
+        weak_classes: frozenset[int] = frozenset({0}),
     ) -> None:
         if input_size <= 0 or input_size % max(_STRIDES):
             raise ValueError(f"input_size must be a positive multiple of 32, got {input_size}")
         self.model_path = model_path
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
+        # Below the threshold, down to this, boxes of these classes (people) come back flagged
+        # weak: candidates to keep a track, never objects of their own.
+        self.weak_threshold = (
+            None
+            if weak_threshold is None or weak_threshold >= score_threshold or not weak_classes
+            else weak_threshold
+        )
+        self._weak_classes = np.fromiter(sorted(weak_classes), dtype=np.intp)
         self.input_size = input_size
         self._grids: dict[
             tuple[int, int], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
@@ -315,6 +325,10 @@ class YoloxDetector:
         scores = np.take_along_axis(class_scores, class_ids[:, None], axis=1)[:, 0]
         # Thresholding before box decoding keeps the exp() and NMS to a handful of anchors.
         keep = scores >= self.score_threshold
+        floor = self.score_threshold
+        if self.weak_threshold is not None:
+            floor = self.weak_threshold
+            keep |= (scores >= floor) & np.isin(class_ids, self._weak_classes)
         if not keep.any():
             return []
         raw, class_ids, scores = pred[keep, :4], class_ids[keep], scores[keep]
@@ -338,13 +352,15 @@ class YoloxDetector:
         )
 
         # Batched (per-class) NMS: a person standing in front of a car must not suppress it.
+        # Weak and strong boxes go through it together, so a weak one is never a duplicate of
+        # a strong one.
         # The binding is typed for sequences; after thresholding there are only a few dozen
         # candidates, so converting to lists costs microseconds.
         picked = cv2.dnn.NMSBoxesBatched(
             np.concatenate((xyxy[:, :2], wh), axis=1).tolist(),
             scores.tolist(),
             class_ids.tolist(),
-            self.score_threshold,
+            floor,
             self.nms_threshold,
         )
         order = np.asarray(picked, dtype=np.intp).ravel()
@@ -355,6 +371,7 @@ class YoloxDetector:
                 class_id=int(class_ids[i]),
                 score=float(scores[i]),
                 box=Box(*(float(v) for v in xyxy[i])),
+                weak=bool(scores[i] < self.score_threshold),
             )
             for i in order
         ]
@@ -369,6 +386,7 @@ def load_detector(
     threads: int = 1,
     runtime: Runtime = "auto",
     providers: list[str] | None = None,
+    weak_threshold: float | None = 0.1,
 ) -> YoloxDetector | None:
     """Resolve the model (local file or verified download) and build a detector from it.
 
@@ -384,4 +402,5 @@ def load_detector(
         threads=threads,
         runtime=runtime,
         providers=providers,
+        weak_threshold=weak_threshold,
     )

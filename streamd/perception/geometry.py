@@ -66,12 +66,18 @@ class Box:
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """One detected object: COCO label, class id, confidence and box."""
+    """One detected object: COCO label, class id, confidence and box.
+
+    `weak`: scored below the detector's threshold. Not an object on its own: only a candidate
+    place for someone already tracked whom the detector just lost (a body on the floor, seen
+    from an odd angle, scores low), in the second association step trackers such as ByteTrack
+    use."""
 
     label: str
     class_id: int
     score: float
     box: Box
+    weak: bool = False
 
 
 class Detector(Protocol):

@@ -20,7 +20,12 @@ from streamd.perception.background import BackgroundModel, Foreground
 from streamd.perception.colours import dominant_colour, person_colour
 from streamd.perception.geometry import Box, Detection, Detector
 from streamd.perception.objects import StillObject, StillObjects
-from streamd.perception.posture import PostureParams, follow_body, update_posture
+from streamd.perception.posture import (
+    PostureParams,
+    follow_body,
+    pick_candidate,
+    update_posture,
+)
 from streamd.perception.startup import StartupSpots
 from streamd.perception.tracker import Track, Tracker, TrackInput
 from streamd.perception.world import (
@@ -60,6 +65,22 @@ class _Params:
 
 def _near(a: Box, b: Box, diagonals: float) -> bool:
     return a.distance(b) <= diagonals * max(a.diagonal, b.diagonal)
+
+
+def _part_of(fallen: Track, other: Track) -> bool:
+    """Is `other` a part of `fallen`'s body, boxed apart? A body on the floor is often boxed
+    in pieces (head and legs either side of a torso cut by the frame's edge). Someone first
+    seen already lying, after a person went down, within one body length (their upright
+    height) of them, is them: a second person would have been seen upright first."""
+    down = fallen.fallen_at if fallen.fallen_at is not None else fallen.fall_onset
+    return (
+        down is not None
+        and fallen.ref_height is not None
+        and other.last_upright is None
+        and other.fallen_at is None
+        and other.first_seen >= down
+        and fallen.box.distance(other.box) <= fallen.ref_height
+    )
 
 
 @dataclass
@@ -121,6 +142,10 @@ class Perception:
         assert self._objects is not None
         assert self._started is not None
         events: list[SceneEvent] = []
+        # Weak detections only ever keep a person already tracked (below); everything else
+        # sees the detector's confident boxes alone.
+        candidates = [d.box for d in detections if d.weak and d.label == "person" and analysed]
+        detections = tuple(d for d in detections if not d.weak)
         items = self._inputs(frame, fg, detections)
         # Stale tracks go first: someone else arriving later must not take their identity.
         for tr in self.tracker.expire(ts):
@@ -166,6 +191,12 @@ class Perception:
                     newcomers.remove(nc)
                     del self.tracker.tracks[nc.track_id]
                     tr.take_over(nc)
+                elif (
+                    box := pick_candidate(tr, candidates, fg, self.posture, detected)
+                ) is not None and not self._startup.holds(box):
+                    candidates.remove(box)
+                    tr.see(ts, box)
+                    tr.boxed_at = ts
                 else:
                     body = follow_body(tr, fg, self.posture, detected)
                     if body is not None and self._startup.holds(body):
@@ -269,7 +300,8 @@ class Perception:
                 if other.track_id in merged:
                     continue
                 small = min(keep.box.area, other.box.area)
-                if keep.box.intersection(other.box) < self.params.same_body * small:
+                overlap = keep.box.intersection(other.box) >= self.params.same_body * small
+                if not overlap and not _part_of(keep, other):
                     continue
                 merged.add(other.track_id)
                 if other.lying_since is not None:

@@ -24,7 +24,7 @@ from streamd.perception.geometry import Box
 from streamd.perception.tracker import Track
 from streamd.perception.world import EventKind, Posture, SceneEvent
 
-__all__ = ["PostureParams", "classify", "follow_body", "update_posture"]
+__all__ = ["PostureParams", "classify", "follow_body", "pick_candidate", "update_posture"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class PostureParams:
     # A person who is not down is followed through the foreground only this long after their
     # last detection (a missed frame or two); someone who fell, for as long as they are there.
     body_follow_s: float = 3.0
+    # A weak detection (a candidate) keeps a lost person only if this much of it is foreground
+    # (a body that just went down is new to the background; furniture is not).
+    candidate_fg: float = 0.15
 
 
 def classify(box: Box, ref_height: float | None, p: PostureParams) -> Posture:
@@ -94,6 +97,40 @@ def follow_body(
     return body
 
 
+def pick_candidate(
+    track: Track,
+    candidates: Sequence[Box],
+    fg: Foreground,
+    p: PostureParams,
+    others: Sequence[Box] = (),
+) -> Box | None:
+    """The weak detection that is this lost person, if any: the detector's own box of a body
+    it scores low (on the floor, foreshortened, half on a mattress) is a better box than the
+    foreground blob `follow_body` finds, whose top is only where the search began.
+
+    Same place rules as a followed body: where they stood or below (a fall towards the camera
+    lands lower in the image), still covering the feet's place, about their size, not someone
+    else, and new to the background."""
+    b = track.detected_box or track.box
+    pad = max(p.body_search * b.width, 0.5 * b.height)
+    area = Box(b.x1 - pad, b.y1 + 0.3 * b.height, b.x2 + pad, b.y2 + b.height)
+    feet = (b.x1 + b.x2) / 2
+    margin = 0.25 * b.width
+    best: Box | None = None
+    best_fill = 0.0
+    for c in candidates:
+        if not 0.3 * b.area <= c.area <= 4.0 * b.area:
+            continue
+        if _covered(c, area) < 0.6 or not c.x1 - margin <= feet <= c.x2 + margin:
+            continue
+        if any(_covered(c, o) > 0.3 or _covered(o, c) > 0.5 for o in others):
+            continue
+        fill = fg.overlap(fg.fg, c)
+        if fill >= p.candidate_fg and fill > best_fill:
+            best, best_fill = c, fill
+    return best
+
+
 def _covered(a: Box, b: Box) -> float:
     """Fraction of `a` inside `b`."""
     ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
@@ -126,7 +163,7 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
         track.ref_height = (
             box.height if ref is None or box.height >= ref else (0.7 * ref + 0.3 * box.height)
         )
-    detected = track.detected_at == ts
+    detected = track.boxed_at == ts
     # A followed body's box starts at the search area's top (mid-body), so its height says
     # nothing about posture: only its shape does (a body on the floor is wide).
     posture = classify(box, track.ref_height if detected else None, p)

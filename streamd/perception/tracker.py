@@ -55,6 +55,9 @@ class Track:
     detected_at: float = 0.0  # last time a detection (not a blob or body) matched it
     detected_box: Box | None = None  # the box of that detection
     detections: int = 0  # samples in which a detection matched it
+    # Last time a detector box (a detection, or a weak candidate that kept a lost person) placed
+    # it: then its box's top and height are the body's, not a foreground blob's.
+    boxed_at: float = 0.0
     # People: posture and falls (kept by perception.posture)
     ref_height: float | None = None  # upright height near where the person is
     posture: Posture = Posture.UNKNOWN
@@ -109,6 +112,7 @@ class Track:
         self.moving = self.moving or other.moving
         if other.detections:
             self.detected_at, self.detected_box = other.detected_at, other.detected_box
+            self.boxed_at = other.boxed_at
             self.detections += other.detections
 
 
@@ -226,7 +230,7 @@ class Tracker:
                 self._advance(tr, ts, item)
             if item.label is not None:
                 tr.votes[item.label] = tr.votes.get(item.label, 0.0) + max(item.score, 0.05)
-                tr.detected_at = ts
+                tr.detected_at = tr.boxed_at = ts
                 tr.detected_box = item.box
                 tr.detections += 1
             out.append(tr)
