@@ -81,18 +81,36 @@ def test_lying_down_on_purpose_is_lying_not_a_fall(shared_dir: Path, model_path:
     assert run.fired("fall") == []
 
 
-@pytest.mark.xfail(
+_LOST_BEFORE_THE_EDGE = pytest.mark.xfail(
     strict=True,
-    reason="known defect (issue 8): at this sampling phase the detector misses the first person "
-    "as she walks out at the right edge; the foreground of her legs plus the ghost of where she "
-    "stood is followed as a wide, low body, and the walk-out is taken for a fall",
+    reason="known defect (issue 8): at this phase the detector loses a woman walking out one "
+    "step (≈130 px) before the right edge, with not even a weak box of her; the foreground of "
+    "her legs and the ghost of where she stood is followed as a wide, low body. Predicting one "
+    "more step at her pace would call her out, but cost 5 of 80 UP-Fall falls (people falling "
+    "sideways move as fast) in bench/accuracy.py",
 )
-def test_walking_out_of_the_frame_is_not_a_fall(shared_dir: Path, model_path: Path) -> None:
+
+
+@pytest.mark.parametrize(
+    "phase_s",
+    [
+        pytest.param(0.0, marks=_LOST_BEFORE_THE_EDGE),
+        0.25,
+        0.5,
+        pytest.param(0.75, marks=_LOST_BEFORE_THE_EDGE),
+    ],
+)
+def test_walking_out_of_the_frame_is_not_a_fall(
+    shared_dir: Path, model_path: Path, phase_s: float
+) -> None:
+    """People walk in, stand at the table and walk out at the right edge. At phase 0.5 the
+    detector loses the first one at the edge (only a weak box of her, cut by it): the
+    foreground of her legs and the ghost of where she stood is no body on the floor."""
     run = run_clip(
         _clip(shared_dir, "intel_one-by-one-person-detection.mp4"),
         model_path,
         {"fall": FALL},
-        phase_s=0.5,
+        phase_s=phase_s,
     )
     assert run.fired("fall") == []
 

@@ -131,6 +131,24 @@ def test_a_person_going_down_keeps_their_track_through_the_change_of_shape() -> 
     assert far.track_id != up.track_id
 
 
+def test_a_seated_person_keeps_their_own_box_over_the_chair_under_them() -> None:
+    """Someone seated (UP-Fall a04, camera 2): the chair's box overlaps their track more than
+    their own, partly hidden, person box does. Like matches like first: they keep the person
+    box, so it is not left over for someone nearer to take."""
+    tracker = Tracker()
+    tracker.update(0.0, [TrackInput(Box(518, 123, 640, 316), "person", 0.8)])
+    seated = tracker.update(1.0, [TrackInput(Box(518, 123, 640, 316), "person", 0.8)])[0]
+    chair, person = tracker.update(
+        2.0,
+        [
+            TrackInput(Box(525, 162, 622, 312), "chair", 0.4),
+            TrackInput(Box(514, 125, 586, 252), "person", 0.6),
+        ],
+    )
+    assert person.track_id == seated.track_id
+    assert chair.track_id != seated.track_id
+
+
 def test_a_vanished_unnamed_region_does_not_take_a_person_detection() -> None:
     """Motion seen once (a flicker by the wall) and gone the next sample is not where a
     person detected later, a body's length away, came from."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from streamd.ingest.frame import Frame
@@ -65,6 +66,29 @@ class _Params:
 
 def _near(a: Box, b: Box, diagonals: float) -> bool:
     return a.distance(b) <= diagonals * max(a.diagonal, b.diagonal)
+
+
+def _out_sideways(
+    track: Track, width: int, edge_px: float, candidates: Sequence[Detection]
+) -> bool:
+    """Not detected now, moving towards a side of the frame, and last detected cut by it, or
+    only weakly seen now cut by it nearby: they are walking out of view. Their legs and the
+    ghost of where they stood are no body to follow (a weak box where they went down still
+    keeps someone who fell there)."""
+    b = track.detected_box
+    if b is None or len(track.history) < 2 or track.boxed_at != track.last_seen:
+        return False  # last placed by its foreground: that shift is no walking direction
+    (_, before), (_, last) = track.history[-2], track.history[-1]
+    dx = last.center[0] - before.center[0]
+    boxes = [b, *(c.box for c in candidates if _near(b, c.box, 1.5))]
+    return any((x.x1 <= edge_px and dx < 0) or (x.x2 >= width - edge_px and dx > 0) for x in boxes)
+
+
+def _body_sized(was: Box, now: Box) -> bool:
+    """Could `now` be the body `was` boxed a moment later? Walking or falling, a body keeps
+    roughly its area (a fall trades height for width); someone far smaller or larger nearby is
+    someone else (further away behind them, or right under the camera)."""
+    return 0.25 * was.area <= now.area <= 4.0 * was.area
 
 
 def _part_of(fallen: Track, other: Track) -> bool:
@@ -144,7 +168,7 @@ class Perception:
         events: list[SceneEvent] = []
         # Weak detections only ever keep a person already tracked (below); everything else
         # sees the detector's confident boxes alone.
-        candidates = [d.box for d in detections if d.weak and d.label == "person" and analysed]
+        candidates = [d for d in detections if d.weak and d.label == "person" and analysed]
         detections = tuple(d for d in detections if not d.weak)
         items = self._inputs(frame, fg, detections)
         # Stale tracks go first: someone else arriving later must not take their identity.
@@ -179,6 +203,7 @@ class Perception:
                     nc
                     for nc in newcomers
                     if _near(tr.detected_box or tr.box, nc.box, self.params.relink)
+                    and _body_sized(tr.detected_box or tr.box, nc.box)
                 ]
                 if not analysed and tr.last_seen == previous:
                     # Nothing changed since the last sample (the gate kept the detector off):
@@ -192,11 +217,13 @@ class Perception:
                     del self.tracker.tracks[nc.track_id]
                     tr.take_over(nc)
                 elif (
-                    box := pick_candidate(tr, candidates, fg, self.posture, detected)
-                ) is not None and not self._startup.holds(box):
-                    candidates.remove(box)
-                    tr.see(ts, box)
+                    weak := pick_candidate(tr, candidates, fg, self.posture, detected)
+                ) is not None and not self._startup.holds(weak.box):
+                    candidates.remove(weak)
+                    tr.see(ts, weak.box)
                     tr.boxed_at = ts
+                elif _out_sideways(tr, frame.image.shape[1], self.posture.top_edge_px, candidates):
+                    continue
                 else:
                     body = follow_body(tr, fg, self.posture, detected)
                     if body is not None and self._startup.holds(body):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streamd.perception.background import Foreground
-from streamd.perception.geometry import Box
+from streamd.perception.geometry import Box, Detection
 from streamd.perception.tracker import Track
 from streamd.perception.world import EventKind, Posture, SceneEvent
 
@@ -99,35 +99,34 @@ def follow_body(
 
 def pick_candidate(
     track: Track,
-    candidates: Sequence[Box],
+    candidates: Sequence[Detection],
     fg: Foreground,
     p: PostureParams,
     others: Sequence[Box] = (),
-) -> Box | None:
+) -> Detection | None:
     """The weak detection that is this lost person, if any: the detector's own box of a body
     it scores low (on the floor, foreshortened, half on a mattress) is a better box than the
     foreground blob `follow_body` finds, whose top is only where the search began.
 
     Same place rules as a followed body: where they stood or below (a fall towards the camera
     lands lower in the image), still covering the feet's place, about their size, not someone
-    else, and new to the background."""
+    else, and new to the background. Of several, the one the detector scores highest."""
     b = track.detected_box or track.box
     pad = max(p.body_search * b.width, 0.5 * b.height)
     area = Box(b.x1 - pad, b.y1 + 0.3 * b.height, b.x2 + pad, b.y2 + b.height)
     feet = (b.x1 + b.x2) / 2
     margin = 0.25 * b.width
-    best: Box | None = None
-    best_fill = 0.0
-    for c in candidates:
+    best: Detection | None = None
+    for d in candidates:
+        c = d.box
         if not 0.3 * b.area <= c.area <= 4.0 * b.area:
             continue
         if _covered(c, area) < 0.6 or not c.x1 - margin <= feet <= c.x2 + margin:
             continue
         if any(_covered(c, o) > 0.3 or _covered(o, c) > 0.5 for o in others):
             continue
-        fill = fg.overlap(fg.fg, c)
-        if fill >= p.candidate_fg and fill > best_fill:
-            best, best_fill = c, fill
+        if fg.overlap(fg.fg, c) >= p.candidate_fg and (best is None or d.score > best.score):
+            best = d
     return best
 
 

@@ -188,13 +188,17 @@ class Tracker:
                 if item.in_background and not _down(tr):
                     continue
                 iou = tr.box.iou(item.box)
-                if iou >= (0.6 if _conflict(tr, item) else self.iou_threshold):
-                    pairs.append((-iou, i, tr.track_id))
+                conflict = _conflict(tr, item)
+                if iou >= (0.6 if conflict else self.iou_threshold):
+                    pairs.append((conflict, -iou, i, tr.track_id))
+        # Like with like first: a person's track takes the person box on them before a chair
+        # box that happens to overlap it more (someone seated), which would leave their own
+        # detection to be taken by whoever is nearest.
         pairs.sort()
-        for _, i, tid in pairs:
+        for *_, i, tid in pairs:
             if assigned[i] is None and tid in free:
                 assigned[i] = free.pop(tid)
-        pairs = []
+        by_distance = []
         for i, item in enumerate(items):
             if assigned[i] is not None:
                 continue
@@ -214,9 +218,9 @@ class Tracker:
                     continue
                 dist = _distance(tr.box, item.box)
                 if dist <= self.max_jump * max(_diag(tr.box), _diag(item.box)):
-                    pairs.append((dist, i, tr.track_id))
-        pairs.sort()
-        for _, i, tid in pairs:
+                    by_distance.append((dist, i, tr.track_id))
+        by_distance.sort()
+        for _, i, tid in by_distance:
             if assigned[i] is None and tid in free:
                 assigned[i] = free.pop(tid)
 
