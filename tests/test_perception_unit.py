@@ -10,6 +10,7 @@ import pytest
 from streamd.ingest.frame import Frame
 from streamd.perception.geometry import Box, Detection
 from streamd.perception.model import Perception
+from streamd.perception.objects import StillObject, StillObjects
 from streamd.perception.posture import PostureParams, classify, update_posture
 from streamd.perception.tracker import Track, Tracker, TrackInput
 from streamd.perception.world import EventKind, Posture, TrackKind
@@ -571,3 +572,20 @@ def test_a_body_boxed_in_pieces_is_one_person() -> None:
             )
         )
     assert lying[8:] == [[1]] * 6
+
+
+def test_only_an_owner_seen_back_by_a_left_object_re_attends_it() -> None:
+    """PETS 2006 at one sampling phase: the owner walks off (the bag is unattended), the
+    detector loses him, and the still region grows a little (his shadow) so that where he was
+    last seen comes within reach. His old place re-attends nothing; he himself, seen back by
+    it, does."""
+    objects = StillObjects(iter(range(100, 200)).__next__)
+    bag = StillObject(7, Box(306, 196, 349, 236), since=32.5, last_seen=35.5, owner_id=9)
+    bag.unattended_since = 34.4
+    owner = Track(9, Box(212, 133, 256, 250), 20.0, 34.5, 34.5, (234.0, 191.0))
+    assert objects._attend(bag, 35.5, [owner]) == []
+    assert bag.unattended_since == 34.4
+    owner.see(36.5, Box(262, 133, 300, 250))
+    (event,) = objects._attend(bag, 36.5, [owner])
+    assert event.kind is EventKind.ATTENDED
+    assert bag.unattended_since is None

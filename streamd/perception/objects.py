@@ -234,7 +234,10 @@ class StillObjects:
             obj.owner_id, obj.owner_box = owner.track_id, owner.box
             obj.owner_seen = owner.last_seen
             gap = owner.box.gap(obj.box)
-            attended = gap <= reach
+            # Only an owner seen back by it re-attends a left object: where they were last
+            # seen says nothing new (and a still region that grows a little, taking in a
+            # shadow, would bring that old place within reach).
+            attended = gap <= reach and (owner.last_seen == ts or obj.unattended_since is None)
         else:
             # Owner gone: someone who stands by it (not walking past) attends it.
             attended = any(
