@@ -150,6 +150,23 @@ def test_a_seated_person_keeps_their_own_box_over_the_chair_under_them() -> None
     assert chair.track_id != seated.track_id
 
 
+def test_a_walker_keeps_their_track_over_a_nearer_stale_one() -> None:
+    """UP-Fall a06 at one phase: a man walks left fast (≈180 px a sample); a track lost at
+    the left edge seconds earlier is nearer to his next box than his own track. Where his
+    track was heading decides: he keeps it (and is not left behind as a "body" on the
+    floor)."""
+    tracker = Tracker()
+    (stale,) = tracker.update(0.0, [TrackInput(Box(0, 200, 84, 480), "person", 0.8)])
+    walker_boxes = [Box(486, 170, 639, 474), Box(426, 170, 550, 455), Box(263, 172, 368, 412)]
+    walker = None
+    for t, box in zip((2.0, 3.0, 4.0), walker_boxes, strict=True):
+        (walker,) = tracker.update(t, [TrackInput(box, "person", 0.8)])
+    assert walker is not None
+    assert walker.track_id != stale.track_id
+    (now,) = tracker.update(5.0, [TrackInput(Box(76, 168, 162, 426), "person", 0.8)])
+    assert now.track_id == walker.track_id
+
+
 def test_a_vanished_unnamed_region_does_not_take_a_person_detection() -> None:
     """Motion seen once (a flicker by the wall) and gone the next sample is not where a
     person detected later, a body's length away, came from."""

@@ -125,6 +125,15 @@ def _distance(a: Box, b: Box) -> float:
     return math.hypot(ax - bx, ay - by)
 
 
+def _predicted_distance(track: Track, ts: float, box: Box, horizon_s: float = 2.0) -> float:
+    """Centre distance from where the track would be now, at its last velocity (extrapolated
+    no more than `horizon_s`)."""
+    vx, vy = track.velocity()
+    dt = min(max(ts - track.last_seen, 0.0), horizon_s)
+    (ax, ay), (bx, by) = track.box.center, box.center
+    return math.hypot(ax + vx * dt - bx, ay + vy * dt - by)
+
+
 def _similar_size(a: Box, b: Box) -> bool:
     """Matching by distance alone needs boxes of about the same size: a far-away person near
     where a close one was is someone else. A fall halves a box's height but keeps its area (a
@@ -218,7 +227,10 @@ class Tracker:
                     continue
                 dist = _distance(tr.box, item.box)
                 if dist <= self.max_jump * max(_diag(tr.box), _diag(item.box)):
-                    by_distance.append((dist, i, tr.track_id))
+                    # Ranked by where the track was heading: of two tracks that could take a
+                    # detection, a walker seen a second ago, a stride short of it, is likelier
+                    # than a track lost seconds ago that happens to be nearer.
+                    by_distance.append((_predicted_distance(tr, ts, item.box), i, tr.track_id))
         by_distance.sort()
         for _, i, tid in by_distance:
             if assigned[i] is None and tid in free:
