@@ -78,19 +78,14 @@ def follow_body(
     `others` are the people detected in this frame: foreground that is mostly one of them is
     that person (the tracker may have given them another id), not this one's body."""
     b = track.detected_box or track.box
-    # A person lying down spans about their standing height sideways.
-    pad = max(p.body_search * b.width, 0.5 * b.height)
     # Around where the legs were: a body on the floor lies near the level the feet stood on
     # (a little below when falling towards the camera), and the head's old place is often
     # the person's own ghost in the background.
-    area = Box(b.x1 - pad, b.y1 + 0.5 * b.height, b.x2 + pad, b.y2 + 0.25 * b.height)
+    area = _around(b, p, top=0.5, below=0.25)
     body = fg.blob_in(area, p.body_min_fill)
     if body is None or body.area < 0.15 * b.area or body.area > 4.0 * b.area:
         return None
-    # Whoever falls, falls from where they stood: the body still covers the feet's place.
-    feet = (b.x1 + b.x2) / 2
-    margin = 0.25 * b.width
-    if not body.x1 - margin <= feet <= body.x2 + margin:
+    if not _over_feet(body, b):
         return None
     if any(_covered(body, o) > 0.3 for o in others):
         return None
@@ -112,22 +107,34 @@ def pick_candidate(
     lands lower in the image), still covering the feet's place, about their size, not someone
     else, and new to the background. Of several, the one the detector scores highest."""
     b = track.detected_box or track.box
-    pad = max(p.body_search * b.width, 0.5 * b.height)
-    area = Box(b.x1 - pad, b.y1 + 0.3 * b.height, b.x2 + pad, b.y2 + b.height)
-    feet = (b.x1 + b.x2) / 2
-    margin = 0.25 * b.width
+    area = _around(b, p, top=0.3, below=1.0)
     best: Detection | None = None
     for d in candidates:
         c = d.box
         if not 0.3 * b.area <= c.area <= 4.0 * b.area:
             continue
-        if _covered(c, area) < 0.6 or not c.x1 - margin <= feet <= c.x2 + margin:
+        if _covered(c, area) < 0.6 or not _over_feet(c, b):
             continue
         if any(_covered(c, o) > 0.3 or _covered(o, c) > 0.5 for o in others):
             continue
         if fg.overlap(fg.fg, c) >= p.candidate_fg and (best is None or d.score > best.score):
             best = d
     return best
+
+
+def _around(b: Box, p: PostureParams, top: float, below: float) -> Box:
+    """Where to look for the body of someone last boxed at `b`: sideways by about their
+    standing height (a person lying down spans that), from `top` of their height down to
+    `below` of it under their feet."""
+    pad = max(p.body_search * b.width, 0.5 * b.height)
+    return Box(b.x1 - pad, b.y1 + top * b.height, b.x2 + pad, b.y2 + below * b.height)
+
+
+def _over_feet(body: Box, b: Box) -> bool:
+    """Whoever falls, falls from where they stood: the body still covers the feet's place."""
+    feet = (b.x1 + b.x2) / 2
+    margin = 0.25 * b.width
+    return body.x1 - margin <= feet <= body.x2 + margin
 
 
 def _covered(a: Box, b: Box) -> float:
