@@ -8,6 +8,9 @@ its CPU (cores, process tree), RSS and per-camera counters from GET /api/cameras
 over a window. Then, in the same run and over a window of the same length, one
 `ffmpeg -f null -` per stream decodes every frame of the same N streams: the baseline. The two
 are measured one after the other, not side by side, so that they do not fight over the cores.
+Third (unless --no-floor), streamd's ingest alone on the same streams (bench/ingest_only.py:
+the daemon's own demux, keyframe/GOP decode and BGR conversion, nothing analysed): the floor
+under any analysis, as cores and as a ratio to the same baseline.
 
     python bench/scale.py [--n 1,8,16,32,64] [--gop 1,2] [--seconds 30] [--json]
 
@@ -41,6 +44,7 @@ from scale_support import (  # noqa: E402
     fetch_cameras,
     prepare_clip,
     run_baseline,
+    run_ingest_only,
     wait_until,
 )
 from support.daemon import MODEL, StreamdProcess, free_port  # noqa: E402
@@ -203,7 +207,12 @@ def measure_point(n: int, gop: int, clip: Path, args: argparse.Namespace) -> dic
     ):
         ours = measure_streamd(server, mounts, args, Path(tmp))
         say("ffmpeg baseline")
-        base = run_baseline([server.url(m) for m in mounts], args.warmup, args.seconds)
+        urls = [server.url(m) for m in mounts]
+        base = run_baseline(urls, args.warmup, args.seconds)
+        floor = None
+        if not args.no_floor:
+            say("streamd's ingest alone (the floor)")
+            floor = run_ingest_only(urls, args.fps, args.warmup, args.seconds)
     return {
         "n": n,
         "gop_s": gop,
@@ -216,13 +225,21 @@ def measure_point(n: int, gop: int, clip: Path, args: argparse.Namespace) -> dic
             "window_s": base.seconds,
         },
         "ratio": ours["cores"] / base.cores if base.cores > 0 else None,
+        "ingest_only": None
+        if floor is None
+        else {
+            "cores": floor.cores,
+            "sampled_fps_min": min(floor.fps_per_stream),
+            "ratio": floor.cores / base.cores if base.cores > 0 else None,
+        },
     }
 
 
 # -- output ------------------------------------------------------------------------------------
 COLUMNS = (
     ("N", 3), ("GOP", 4), ("streamd cores", 13), ("RSS MiB", 8), ("ffmpeg cores", 12),
-    ("ratio", 6), ("fps min", 7), ("fps mean", 8), ("det/s", 5), ("target", 6), ("eff min", 7),
+    ("ratio", 6), ("ingest cores", 12), ("ingest ratio", 12),
+    ("fps min", 7), ("fps mean", 8), ("det/s", 5), ("target", 6), ("eff min", 7),
     ("decoded/s", 9), ("p50 s", 6), ("p95 s", 6), ("dropped", 7), ("skipped", 7), ("kf s", 5),
 )  # fmt: skip
 
@@ -241,10 +258,11 @@ def table(points: list[dict[str, Any]]) -> str:
         if "error" in p:
             lines.append(f"{p['n']:>3}  {p['gop_s']:>3}s  failed: {p['error'].splitlines()[0]}")
             continue
-        s, b = p["streamd"], p["baseline"]
+        s, b, f = p["streamd"], p["baseline"], p.get("ingest_only") or {}
         cells = (
             p["n"], f"{p['gop_s']}s", _fmt(s["cores"]), _fmt(s["rss_mib"], 0), _fmt(b["cores"]),
-            _fmt(p["ratio"]), _fmt(s["evaluated_fps_min"]), _fmt(s["evaluated_fps_mean"]),
+            _fmt(p["ratio"]), _fmt(f.get("cores")), _fmt(f.get("ratio")),
+            _fmt(s["evaluated_fps_min"]), _fmt(s["evaluated_fps_mean"]),
             _fmt(s["analysed_fps_mean"]),
             _fmt(s["target_fps"]), _fmt(s["effective_fps_min"]), _fmt(s["decoded_fps_mean"], 1),
             _fmt(s["latency_p50_s"]), _fmt(s["latency_p95_s"]), _fmt(s["dropped"]),
@@ -282,6 +300,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--start-timeout", type=float, default=180.0, help="for the daemon's API to answer (s)"
     )
+    ap.add_argument(
+        "--no-floor", action="store_true",
+        help="skip the third measurement: streamd's ingest alone (bench/ingest_only.py: demux, "
+        "sampled decode, BGR; nothing analysed), the least this design can cost",
+    )  # fmt: skip
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="encoded clips")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = ap.parse_args(argv)

@@ -3,15 +3,18 @@ the daemon's per-camera counters, and the ffmpeg decode-everything baseline."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
@@ -175,22 +178,22 @@ def wait_until(cond: Any, timeout: float, interval: float = 0.5) -> Any:
 _FRAME = re.compile(r"^frame=(\d+)$")
 
 
-@dataclass
-class FfmpegReader:
-    """``ffmpeg -i URL -f null -``: decode every frame of one RTSP stream and throw it away;
-    ``-progress`` lines give its decoded frame count."""
+class LineReader:
+    """A measured process whose stdout lines a thread hands to ``on_line``."""
 
-    url: str
     proc: subprocess.Popen[str] | None = None
-    frames: int = 0
     _thread: threading.Thread | None = None
 
-    def start(self) -> FfmpegReader:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def on_line(self, line: str) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
         self.proc = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1",
-             "-rtsp_transport", "tcp", "-i", self.url, "-an", "-f", "null", "-"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
         return self
@@ -199,22 +202,39 @@ class FfmpegReader:
         assert self.proc is not None
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            m = _FRAME.match(line.strip())
-            if m:
-                self.frames = int(m.group(1))
+            self.on_line(line)
 
     def stop(self) -> None:
+        """Terminate (then kill) the process and join the thread reading its output."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class FfmpegReader(LineReader):
+    """``ffmpeg -i URL -f null -``: decode every frame of one RTSP stream and throw it away;
+    ``-progress`` lines give its decoded frame count."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.frames = 0
+
+    def command(self) -> list[str]:
+        return ["ffmpeg", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1",
+                "-rtsp_transport", "tcp", "-i", self.url, "-an", "-f", "null", "-"]  # fmt: skip
+
+    def on_line(self, line: str) -> None:
+        m = _FRAME.match(line.strip())
+        if m:
+            self.frames = int(m.group(1))
 
 
 @dataclass
@@ -225,23 +245,21 @@ class BaselineResult:
     seconds: float
 
 
-def run_baseline(urls: list[str], warmup_s: float, seconds: float) -> BaselineResult:
-    """One ffmpeg per stream decoding every frame; CPU over ``seconds`` after ``warmup_s``."""
-    readers = [FfmpegReader(u).start() for u in urls]
-    try:
-        started = wait_until(lambda: all(r.frames > 0 for r in readers), timeout=30 + len(urls))
-        if not started:
-            dead = sum(1 for r in readers if r.frames == 0)
-            raise BenchError(f"ffmpeg baseline: {dead} of {len(urls)} streams never decoded")
-        time.sleep(warmup_s)  # a measured warm-up, not synchronisation: all are running
-        meter = TreeMeter([psutil.Process(r.proc.pid) for r in readers if r.proc]).start()
-        f0 = [r.frames for r in readers]
-        time.sleep(seconds)
-        f1 = [r.frames for r in readers]
-        meter.stop()
-    finally:
-        for r in readers:
-            r.stop()
+def measure_window(
+    pids: list[int], frames: Any, warmup_s: float, seconds: float, what: str
+) -> BaselineResult:
+    """CPU of the ``pids`` trees over ``seconds`` after ``warmup_s``, once ``frames()`` (one count
+    per stream) is above 0 for every stream; frames per second per stream over the window."""
+    started = wait_until(lambda: all(n > 0 for n in frames()), timeout=30 + len(frames()))
+    if not started:
+        dead = sum(1 for n in frames() if n == 0)
+        raise BenchError(f"{what}: {dead} of {len(frames())} streams never gave a frame")
+    time.sleep(warmup_s)  # a measured warm-up, not synchronisation: all are running
+    meter = TreeMeter([psutil.Process(p) for p in pids]).start()
+    f0 = frames()
+    time.sleep(seconds)
+    f1 = frames()
+    meter.stop()
     secs = meter.seconds
     return BaselineResult(
         cores=meter.cores,
@@ -249,3 +267,50 @@ def run_baseline(urls: list[str], warmup_s: float, seconds: float) -> BaselineRe
         fps_per_stream=[(b - a) / secs for a, b in zip(f0, f1, strict=True)],
         seconds=secs,
     )
+
+
+def run_baseline(urls: list[str], warmup_s: float, seconds: float) -> BaselineResult:
+    """One ffmpeg per stream decoding every frame; CPU over ``seconds`` after ``warmup_s``."""
+    readers = [FfmpegReader(u).start() for u in urls]
+    try:
+        pids = [r.proc.pid for r in readers if r.proc]
+        return measure_window(
+            pids, lambda: [r.frames for r in readers], warmup_s, seconds, "ffmpeg baseline"
+        )
+    finally:
+        for r in readers:
+            r.stop()
+
+
+# -- the ingest alone: streamd's decode floor ------------------------------------------------
+class IngestOnly(LineReader):
+    """bench/ingest_only.py on some streams: streamd's own demux + sampled decode + BGR
+    conversion with nothing analysing, its per-camera counters read from its stdout."""
+
+    def __init__(self, urls: list[str], fps: float) -> None:
+        self.urls = urls
+        self.fps = fps
+        self.latest: dict[str, list[int]] = {}
+
+    def command(self) -> list[str]:
+        script = Path(__file__).with_name("ingest_only.py")
+        return [sys.executable, str(script), "--fps", str(self.fps), *self.urls]
+
+    def on_line(self, line: str) -> None:
+        with contextlib.suppress(json.JSONDecodeError):
+            self.latest = json.loads(line)
+
+    def sampled(self) -> list[int]:
+        snap = self.latest
+        return [snap[u][2] if u in snap else 0 for u in self.urls]
+
+
+def run_ingest_only(urls: list[str], fps: float, warmup_s: float, seconds: float) -> BaselineResult:
+    """CPU of streamd's ingest alone on the same streams over ``seconds`` after ``warmup_s``;
+    ``fps_per_stream`` is frames sampled (handed on) per second."""
+    reader = IngestOnly(urls, fps).start()
+    try:
+        assert reader.proc is not None
+        return measure_window([reader.proc.pid], reader.sampled, warmup_s, seconds, "ingest only")
+    finally:
+        reader.stop()

@@ -1,6 +1,7 @@
-"""bench/scale.py end to end at N = 1 and 4 with short windows: the real daemon and the ffmpeg
-baseline over a real GStreamer RTSP server. Checks that every number is there and sane, never
-how fast anything is (speed is the benchmark's to print, not a test's to assert)."""
+"""bench/scale.py end to end at N = 1 and 4 with short windows: the real daemon, the ffmpeg
+baseline and streamd's ingest alone over a real GStreamer RTSP server. Checks that every
+number is there and sane, never how fast anything is (speed is the benchmark's to print, not a
+test's to assert)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,11 @@ def test_every_point_is_measured(bench_json: dict[str, object]) -> None:
         assert b["cores"] > 0
         assert b["decoded_fps_min"] > 10
         assert p["ratio"] == pytest.approx(s["cores"] / b["cores"])
+        # streamd's ingest alone sampled every stream at about the target and cost something
+        f = p["ingest_only"]
+        assert f["cores"] > 0
+        assert 0.5 * s["target_fps"] < f["sampled_fps_min"] <= 2 * s["target_fps"]
+        assert f["ratio"] == pytest.approx(f["cores"] / b["cores"])
 
 
 def test_table_prints_every_column() -> None:
@@ -76,11 +82,12 @@ def test_table_prints_every_column() -> None:
             "skipped_backpressure": None, "keyframe_interval_s": None,
         },
         "baseline": {"cores": 0.2},
+        "ingest_only": {"cores": 0.1, "sampled_fps_min": 1.0, "ratio": 0.5},
     }  # fmt: skip
     header, row = scale.table([point]).splitlines()
     assert header.split()[:2] == ["N", "GOP"]
     cells = row.split()
-    assert cells[:6] == ["2", "1s", "0.30", "400", "0.20", "1.50"]
+    assert cells[:8] == ["2", "1s", "0.30", "400", "0.20", "1.50", "0.10", "0.50"]
     assert cells.count("—") == 4  # absent daemon fields print as a dash, not as 0
 
 
