@@ -167,6 +167,27 @@ def test_a_walker_keeps_their_track_over_a_nearer_stale_one() -> None:
     assert now.track_id == walker.track_id
 
 
+def test_a_walker_keeps_their_track_past_a_box_across_their_path() -> None:
+    """The high-camera room clip: a man walks right at ≈100 px a sample past a wide box
+    another person track holds (there a junk track followed as a body). His next box overlaps
+    that wide box (IoU 0.24) and not his own last one (IoU 0); where he was heading (his last
+    box moved on at his pace) overlaps it most, so he keeps his track."""
+    tracker = Tracker()
+    wide = Box(386, 120, 805, 304)
+    walker = other = None
+    for t, box in zip((1.0, 2.0, 3.0), [Box(149, 41, 278, 293), Box(162, 54, 302, 294),
+                                         Box(260, 41, 385, 327)], strict=True):  # fmt: skip
+        walker, other = tracker.update(
+            t, [TrackInput(box, "person", 0.8), TrackInput(wide, "person", 0.4)]
+        )
+    assert walker is not None
+    assert other is not None
+    assert walker.track_id != other.track_id
+    # the wide box is not detected now (there it was a body being followed)
+    (now,) = tracker.update(4.0, [TrackInput(Box(389, 31, 509, 337), "person", 0.8)])
+    assert now.track_id == walker.track_id
+
+
 def test_a_vanished_unnamed_region_does_not_take_a_person_detection() -> None:
     """Motion seen once (a flicker by the wall) and gone the next sample is not where a
     person detected later, a body's length away, came from."""

@@ -134,6 +134,15 @@ def _predicted_distance(track: Track, ts: float, box: Box, horizon_s: float = 2.
     return math.hypot(ax + vx * dt - bx, ay + vy * dt - by)
 
 
+def _predicted_box(track: Track, ts: float, horizon_s: float = 2.0) -> Box:
+    """The track's last box moved on at its last velocity (extrapolated no more than
+    `horizon_s`)."""
+    vx, vy = track.velocity()
+    dt = min(max(ts - track.last_seen, 0.0), horizon_s)
+    b = track.box
+    return Box(b.x1 + vx * dt, b.y1 + vy * dt, b.x2 + vx * dt, b.y2 + vy * dt)
+
+
 def _similar_size(a: Box, b: Box) -> bool:
     """Matching by distance alone needs boxes of about the same size: a far-away person near
     where a close one was is someone else. A fall halves a box's height but keeps its area (a
@@ -197,6 +206,11 @@ class Tracker:
                 if item.in_background and not _down(tr):
                     continue
                 iou = tr.box.iou(item.box)
+                if tr.last_seen == self._previous:
+                    # Where a track seen a moment ago is heading counts as where it is (SORT's
+                    # prediction): a walker's next box overlaps their stride ahead, not the
+                    # box of a track that happens to lie across their path.
+                    iou = max(iou, _predicted_box(tr, ts).iou(item.box))
                 conflict = _conflict(tr, item)
                 if iou >= (0.6 if conflict else self.iou_threshold):
                     pairs.append((conflict, -iou, i, tr.track_id))
