@@ -4,6 +4,8 @@ stand in for the detector)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ from streamd.perception.model import Perception
 from streamd.perception.objects import StillObject, StillObjects
 from streamd.perception.posture import PostureParams, classify, update_posture
 from streamd.perception.tracker import Track, Tracker, TrackInput
-from streamd.perception.world import EventKind, Posture, TrackKind
+from streamd.perception.world import EventKind, Posture, SceneEvent, TrackKind, TrackState
 from streamd.perception.zones import Line, Zone, ZoneSet
 
 SQUARE = Zone("sq", ((0.2, 0.2), (0.6, 0.2), (0.6, 0.6), (0.2, 0.6)))
@@ -235,26 +237,40 @@ def _frame(t: float, people: list[Box], bag: Box | None, still: Box | None = Non
     return Frame("cam", img, t, t, int(t))
 
 
-def test_bag_left_by_its_owner_is_unattended_once_they_walk_away() -> None:
+def _play(
+    people_at: Callable[[int], list[Box]], bag: Box, seconds: int
+) -> tuple[list[SceneEvent], list[TrackState]]:
+    """A bag that comes into view at t = 4 s and the people `people_at` each second gives;
+    every scene event, and the objects at the end."""
     det = _Boxes()
     world_model = Perception(det)
-    bag = Box(150, 170, 170, 190)
-    events = []
-    objects = []
-    for t in range(0, 30):
-        if t < 4:
-            people: list[Box] = []
-        elif t < 6:  # arrives carrying the bag (it is inside their box)
-            people = [Box(122, 110, 172, 200)]
-        elif t < 12:  # has put it down at t=6, stands beside it
-            people = [Box(120, 110, 148, 200)]
-        else:  # walks off to the left, one step a second, out of the frame
-            x = 120 - 25 * (t - 11)
-            people = [Box(x, 110, x + 28, 200)] if x > 0 else []
-        det.boxes = people
+    events: list[SceneEvent] = []
+    objects: list[TrackState] = []
+    for t in range(seconds):
+        people = det.boxes = people_at(t)
         world = world_model.observe(_frame(float(t), people, bag if t >= 4 else None))
         events += list(world.events)
-        objects = world.objects()
+        objects = list(world.objects())
+    return events, objects
+
+
+def _owner(
+    carrying: Box, beside: Box, then: Callable[[int], list[Box]]
+) -> Callable[[int], list[Box]]:
+    """Nobody until 4 s, then the owner carrying the bag in (it is inside their box), from
+    6 s standing beside it where they put it down, from 12 s whatever `then` says."""
+    return lambda t: [] if t < 4 else [carrying] if t < 6 else [beside] if t < 12 else then(t)
+
+
+def test_bag_left_by_its_owner_is_unattended_once_they_walk_away() -> None:
+    bag = Box(150, 170, 170, 190)
+
+    def walks_off(t: int) -> list[Box]:  # to the left, one step a second, out of the frame
+        x = 120 - 25 * (t - 11)
+        return [Box(x, 110, x + 28, 200)] if x > 0 else []
+
+    people = _owner(Box(122, 110, 172, 200), Box(120, 110, 148, 200), walks_off)
+    events, objects = _play(people, bag, 30)
     placed = [e for e in events if e.kind is EventKind.PLACED]
     unattended = [e for e in events if e.kind is EventKind.UNATTENDED]
     assert len(placed) == 1
@@ -627,3 +643,20 @@ def test_only_an_owner_seen_back_by_a_left_object_re_attends_it() -> None:
     (event,) = objects._attend(bag, 36.5, [owner])
     assert event.kind is EventKind.ATTENDED
     assert bag.unattended_since is None
+
+
+def test_an_owner_walking_out_of_the_frame_leaves_their_bag_at_once() -> None:
+    """ABODA at one sampling phase: the owner stands by his bag, steps towards the camera
+    (his box cut by the bottom edge) and is out of view a second later. The bag is
+    unattended from that sample, not after the grace an owner lost for a moment gets where
+    he was last seen (2 s), and his last box over it does not make it a part of him."""
+    bag = Box(150, 200, 170, 220)
+
+    def steps_out(t: int) -> list[Box]:  # a step at the camera, cut by the bottom edge; gone
+        return [Box(125, 150, 165, 240)] if t == 12 else []
+
+    people = _owner(Box(140, 130, 175, 225), Box(118, 130, 148, 220), steps_out)
+    events, _ = _play(people, bag, 24)
+    unattended = [e for e in events if e.kind is EventKind.UNATTENDED]
+    assert len(unattended) == 1
+    assert 12.0 < unattended[0].ts <= 13.0

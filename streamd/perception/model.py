@@ -68,6 +68,27 @@ def _near(a: Box, b: Box, diagonals: float) -> bool:
     return a.distance(b) <= diagonals * max(a.diagonal, b.diagonal)
 
 
+def _heading_out(
+    box: Box, step: tuple[float, float], width: int, height: int, edge: float, ends: bool
+) -> bool:
+    """Is `box` cut by a side of the frame that the last `step` (dx, dy) moved towards? With
+    `ends`, the top and bottom count too (someone walking at the camera leaves at the bottom)."""
+    dx, dy = step
+    if (box.x1 <= edge and dx < 0) or (box.x2 >= width - edge and dx > 0):
+        return True
+    return ends and ((box.y2 >= height - edge and dy > 0) or (box.y1 <= edge and dy < 0))
+
+
+def _last_step(track: Track) -> tuple[Box, tuple[float, float]] | None:
+    """The track's last detected box and its last step (centre shift), when the last
+    placement was a detector box (a shift of the foreground it followed is no direction)."""
+    b = track.detected_box
+    if b is None or len(track.history) < 2 or track.boxed_at != track.last_seen:
+        return None
+    (_, before), (_, last) = track.history[-2], track.history[-1]
+    return b, (last.center[0] - before.center[0], last.center[1] - before.center[1])
+
+
 def _out_sideways(
     track: Track, width: int, edge_px: float, candidates: Sequence[Detection]
 ) -> bool:
@@ -75,13 +96,19 @@ def _out_sideways(
     only weakly seen now cut by it nearby: they are walking out of view. Their legs and the
     ghost of where they stood are no body to follow (a weak box where they went down still
     keeps someone who fell there)."""
-    b = track.detected_box
-    if b is None or len(track.history) < 2 or track.boxed_at != track.last_seen:
-        return False  # last placed by its foreground: that shift is no walking direction
-    (_, before), (_, last) = track.history[-2], track.history[-1]
-    dx = last.center[0] - before.center[0]
+    last = _last_step(track)
+    if last is None:
+        return False
+    b, step = last
     boxes = [b, *(c.box for c in candidates if _near(b, c.box, 1.5))]
-    return any((x.x1 <= edge_px and dx < 0) or (x.x2 >= width - edge_px and dx > 0) for x in boxes)
+    return any(_heading_out(x, step, width, 0, edge_px, ends=False) for x in boxes)
+
+
+def _walked_out(track: Track, width: int, height: int, edge_px: float) -> bool:
+    """Last detected cut by any edge of the frame they were moving towards, and not seen now:
+    out of view (an owner gone through the bottom edge is not still by their bag)."""
+    last = _last_step(track)
+    return last is not None and _heading_out(*last, width, height, edge_px, ends=True)
 
 
 def _body_sized(was: Box, now: Box) -> bool:
@@ -241,6 +268,12 @@ class Perception:
             if not tr.moving:
                 self._person_spots.append((ts, tr.box))
         self._merge_lying_doubles(ts)
+        h, w = frame.image.shape[:2]
+        for tr in people:
+            if tr.last_seen == ts:
+                tr.out_of_view_at = None
+            elif tr.out_of_view_at is None and _walked_out(tr, w, h, self.posture.top_edge_px):
+                tr.out_of_view_at = ts
         # Who can own or attend an object: people, and solid upright moving regions bigger than
         # a bag that the detector did not name (it misses people at odd angles and sizes).
         owners = people + [
@@ -259,7 +292,6 @@ class Perception:
         objects, obj_events = self._objects.update(ts, still, owners, fresh)
         events.extend(obj_events)
         events.extend(self._removed(fg, ts))
-        h, w = frame.image.shape[:2]
         events.extend(self._zones(ts, w, h, before, warm))
         tracks = [self._state(tr, frame, ts, analysed) for tr in self.tracker.tracks.values()]
         tracks += [self._object_state(o, ts) for o in objects]

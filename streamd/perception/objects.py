@@ -230,7 +230,13 @@ class StillObjects:
         if owner is None or ts - owner.last_seen > p.owner_seen_s:
             owner = self._same_owner(obj, ts, people) or owner
         gap: float | None = None
-        if owner is not None and ts - owner.last_seen <= p.owner_seen_s:
+        # An owner lost for a moment is still where they were last seen, unless they were
+        # last seen walking out of the frame.
+        if (
+            owner is not None
+            and ts - owner.last_seen <= p.owner_seen_s
+            and owner.out_of_view_at is None
+        ):
             obj.owner_id, obj.owner_box = owner.track_id, owner.box
             obj.owner_seen = owner.last_seen
             gap = owner.box.gap(obj.box)
@@ -322,8 +328,10 @@ def _part_of_person(box: Box, person: Track, ts: float, recent_s: float) -> bool
     standing person's coat)? A still person's box flickers as they shift (the detector
     crops a knee, a bent arm), so any of their recent boxes taken where they are now
     counts; boxes from where they walked in from do not (a bag they set down there is not
-    part of them)."""
+    part of them), nor do those of someone last seen walking out of the frame."""
     if person.label != "person" or ts - person.last_seen > recent_s:
+        return False
+    if person.out_of_view_at is not None:
         return False
     cx, cy = person.box.center
     reach = 0.5 * person.box.width

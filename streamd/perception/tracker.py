@@ -71,6 +71,7 @@ class Track:
     lying_since: float | None = None  # survives a few seconds of other postures (flicker)
     last_lying: float | None = None
     zones: frozenset[str] = frozenset()
+    out_of_view_at: float | None = None  # lost here, last seen leaving through an edge
 
     @property
     def label(self) -> str | None:
