@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from streamd.ingest.frame import Frame
 from streamd.perception.background import BackgroundModel, Foreground
@@ -62,6 +62,36 @@ class _Params:
     background_fg: float = 0.15  # a lying box with less foreground is part of the background
     relink: float = 1.5  # diagonals: a newcomer this near a just-lost person is them
     same_body: float = 0.5  # of the smaller box inside the other: two lying tracks, one body
+    # A weak person box lying across the view that the detector keeps finding at one place is
+    # someone lying there since before anyone could see them stand (see `_WeakSpot`).
+    spot_iou: float = 0.5  # a weak box this much on a spot is that spot again
+    spot_samples: int = 3  # analysed samples it must have been found in
+    spot_span_s: float = 2.0  # over at least this long
+    spot_misses: int = 2  # analysed samples in a row without it: gone
+    spot_motion: float = 0.05  # moving foreground in it, at least once: a body, not furniture
+
+
+@dataclass
+class _WeakSpot:
+    """Where the detector keeps finding a weak, lying-shaped person box that no track took.
+
+    A body lying on the floor is what a people detector scores lowest (few such views in what
+    it learnt from), and someone already lying when the camera first sees them was never seen
+    standing, so no fall or shape change vouches for them. What does: the box stays at one
+    place sample after sample (a flicker does not), and something in it moves now and then (an
+    arm, a shift of the body: furniture the detector half takes for a person never does), or
+    the detector has boxed someone lying right there (then it is them, lying still)."""
+
+    box: Box
+    first: float
+    last: float
+    samples: int = 1
+    misses: int = 0
+    moved: bool = False
+
+    def steady(self, p: _Params) -> bool:
+        """Found often enough, over long enough, to be no flicker."""
+        return self.samples >= p.spot_samples and self.last - self.first >= p.spot_span_s
 
 
 def _near(a: Box, b: Box, diagonals: float) -> bool:
@@ -154,6 +184,7 @@ class Perception:
     _person_spots: list[tuple[float, Box]] = field(default_factory=list)
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=2))  # sample times
     _startup: StartupSpots = field(default_factory=StartupSpots)
+    _weak_spots: list[_WeakSpot] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -197,6 +228,10 @@ class Perception:
         # sees the detector's confident boxes alone.
         candidates = [d for d in detections if d.weak and d.label == "person" and analysed]
         detections = tuple(d for d in detections if not d.weak)
+        if analysed:
+            lying = self._lying_spots(ts, fg, candidates, detections)
+            candidates = [d for d in candidates if d not in lying]
+            detections += tuple(replace(d, weak=False) for d in lying)
         items = self._inputs(frame, fg, detections)
         # Stale tracks go first: someone else arriving later must not take their identity.
         for tr in self.tracker.expire(ts):
@@ -220,7 +255,13 @@ class Perception:
         for tr in people:
             if tr.track_id not in seen_ids:
                 down = tr.fallen_at is not None or tr.fall_onset is not None
-                if not down and ts - tr.detected_at > self.posture.body_follow_s:
+                # Someone the detector boxed lying, in a frame unchanged since, is still there
+                # however long ago that was (it is off while nothing changes). Not a followed
+                # foreground blob: that is no box of a body.
+                lying_still = (
+                    not analysed and tr.posture is Posture.LYING and tr.box == tr.detected_box
+                )
+                if not (down or lying_still) and ts - tr.detected_at > self.posture.body_follow_s:
                     continue  # a standing person the detector lost for long is simply gone
                 if tr.fallen_at is None and gone_before is not None and tr.last_seen < gone_before:
                     # Nowhere in the last two samples: gone. Foreground turning up there later
@@ -330,6 +371,58 @@ class Perception:
                 continue
             items.append(TrackInput(b, None, 0.0, True))
         return items
+
+    def _lying_spots(
+        self,
+        ts: float,
+        fg: Foreground,
+        candidates: Sequence[Detection],
+        detections: Sequence[Detection],
+    ) -> list[Detection]:
+        """Advance the weak spots with this sample's weak person boxes; those on a steady spot
+        that is a body are returned, to count as detections (see `_WeakSpot`). Only boxes
+        lying across the view (a squat weak box is as likely a chair)."""
+        p = self.params
+        # Not a piece of someone boxed confidently now, nor where someone seen standing or
+        # falling is (their own weak box is theirs to keep: `pick_candidate`).
+        people = [d.box for d in detections if d.label == "person"] + [
+            tr.box
+            for tr in self.tracker.tracks.values()
+            if tr.label == "person"
+            and (tr.last_upright, tr.fallen_at, tr.fall_onset) != (None, None, None)
+        ]
+        lying = [
+            tr.detected_box
+            for tr in self.tracker.tracks.values()
+            if tr.label == "person" and tr.posture is Posture.LYING and tr.detected_box is not None
+        ]
+        found: list[Detection] = []
+        matched: set[int] = set()
+        for d in candidates:
+            b = d.box
+            if b.width < self.posture.lying_aspect * max(b.height, 1.0):
+                continue
+            if any(b.intersection(o) > 0.3 * min(b.area, o.area) for o in people):
+                continue
+            spot = max(self._weak_spots, key=lambda s: s.box.iou(b), default=None)
+            if spot is None or spot.box.iou(b) < p.spot_iou or id(spot) in matched:
+                spot = _WeakSpot(b, ts, ts)
+                self._weak_spots.append(spot)
+            else:
+                spot.box, spot.last, spot.samples, spot.misses = b, ts, spot.samples + 1, 0
+            matched.add(id(spot))
+            spot.moved = spot.moved or fg.overlap(fg.moving, b) >= p.spot_motion
+            # A body, not furniture: something in it moved, or the detector boxed someone
+            # lying right there (confidently, or on this spot before). Then it is that person
+            # still lying there, sunk into the background as a still body does, who keeps
+            # their track; they are one person, not a new one each time the track lapses.
+            if spot.steady(p) and (spot.moved or any(b.iou(o) >= p.spot_iou for o in lying)):
+                found.append(d)
+        for spot in self._weak_spots:
+            if id(spot) not in matched:
+                spot.misses += 1
+        self._weak_spots = [s for s in self._weak_spots if s.misses < p.spot_misses]
+        return found
 
     def _merge_lying_doubles(self, ts: float) -> None:
         """One person on the floor, two person tracks: the detector often boxes a lying body
