@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from streamd.ingest.frame import Frame
 from streamd.perception.background import BackgroundModel, Foreground
 from streamd.perception.colours import dominant_colour, person_colour
+from streamd.perception.continuity import body_sized, near, out_sideways, part_of, walked_out
 from streamd.perception.geometry import Box, Detection, Detector
+from streamd.perception.lying_spots import LyingSpots
 from streamd.perception.objects import StillObject, StillObjects
 from streamd.perception.posture import (
     PostureParams,
@@ -62,106 +64,6 @@ class _Params:
     background_fg: float = 0.15  # a lying box with less foreground is part of the background
     relink: float = 1.5  # diagonals: a newcomer this near a just-lost person is them
     same_body: float = 0.5  # of the smaller box inside the other: two lying tracks, one body
-    # A weak person box lying across the view that the detector keeps finding at one place is
-    # someone lying there since before anyone could see them stand (see `_WeakSpot`).
-    spot_iou: float = 0.5  # a weak box this much on a spot is that spot again
-    spot_samples: int = 3  # analysed samples it must have been found in
-    spot_span_s: float = 2.0  # over at least this long
-    spot_misses: int = 2  # analysed samples in a row without it: gone
-    spot_motion: float = 0.05  # moving foreground in it, at least once: a body, not furniture
-
-
-@dataclass
-class _WeakSpot:
-    """Where the detector keeps finding a weak, lying-shaped person box that no track took.
-
-    A body lying on the floor is what a people detector scores lowest (few such views in what
-    it learnt from), and someone already lying when the camera first sees them was never seen
-    standing, so no fall or shape change vouches for them. What does: the box stays at one
-    place sample after sample (a flicker does not), and something in it moves now and then (an
-    arm, a shift of the body: furniture the detector half takes for a person never does), or
-    the detector has boxed someone lying right there (then it is them, lying still)."""
-
-    box: Box
-    first: float
-    last: float
-    samples: int = 1
-    misses: int = 0
-    moved: bool = False
-
-    def steady(self, p: _Params) -> bool:
-        """Found often enough, over long enough, to be no flicker."""
-        return self.samples >= p.spot_samples and self.last - self.first >= p.spot_span_s
-
-
-def _near(a: Box, b: Box, diagonals: float) -> bool:
-    return a.distance(b) <= diagonals * max(a.diagonal, b.diagonal)
-
-
-def _heading_out(
-    box: Box, step: tuple[float, float], width: int, height: int, edge: float, ends: bool
-) -> bool:
-    """Is `box` cut by a side of the frame that the last `step` (dx, dy) moved towards? With
-    `ends`, the top and bottom count too (someone walking at the camera leaves at the bottom)."""
-    dx, dy = step
-    if (box.x1 <= edge and dx < 0) or (box.x2 >= width - edge and dx > 0):
-        return True
-    return ends and ((box.y2 >= height - edge and dy > 0) or (box.y1 <= edge and dy < 0))
-
-
-def _last_step(track: Track) -> tuple[Box, tuple[float, float]] | None:
-    """The track's last detected box and its last step (centre shift), when the last
-    placement was a detector box (a shift of the foreground it followed is no direction)."""
-    b = track.detected_box
-    if b is None or len(track.history) < 2 or track.boxed_at != track.last_seen:
-        return None
-    (_, before), (_, last) = track.history[-2], track.history[-1]
-    return b, (last.center[0] - before.center[0], last.center[1] - before.center[1])
-
-
-def _out_sideways(
-    track: Track, width: int, edge_px: float, candidates: Sequence[Detection]
-) -> bool:
-    """Not detected now, moving towards a side of the frame, and last detected cut by it, or
-    only weakly seen now cut by it nearby: they are walking out of view. Their legs and the
-    ghost of where they stood are no body to follow (a weak box where they went down still
-    keeps someone who fell there)."""
-    last = _last_step(track)
-    if last is None:
-        return False
-    b, step = last
-    boxes = [b, *(c.box for c in candidates if _near(b, c.box, 1.5))]
-    return any(_heading_out(x, step, width, 0, edge_px, ends=False) for x in boxes)
-
-
-def _walked_out(track: Track, width: int, height: int, edge_px: float) -> bool:
-    """Last detected cut by any edge of the frame they were moving towards, and not seen now:
-    out of view (an owner gone through the bottom edge is not still by their bag)."""
-    last = _last_step(track)
-    return last is not None and _heading_out(*last, width, height, edge_px, ends=True)
-
-
-def _body_sized(was: Box, now: Box) -> bool:
-    """Could `now` be the body `was` boxed a moment later? Walking or falling, a body keeps
-    roughly its area (a fall trades height for width); someone far smaller or larger nearby is
-    someone else (further away behind them, or right under the camera)."""
-    return 0.25 * was.area <= now.area <= 4.0 * was.area
-
-
-def _part_of(fallen: Track, other: Track) -> bool:
-    """Is `other` a part of `fallen`'s body, boxed apart? A body on the floor is often boxed
-    in pieces (head and legs either side of a torso cut by the frame's edge). Someone first
-    seen already lying, after a person went down, within one body length (their upright
-    height) of them, is them: a second person would have been seen upright first."""
-    down = fallen.fallen_at if fallen.fallen_at is not None else fallen.fall_onset
-    return (
-        down is not None
-        and fallen.ref_height is not None
-        and other.last_upright is None
-        and other.fallen_at is None
-        and other.first_seen >= down
-        and fallen.box.distance(other.box) <= fallen.ref_height
-    )
 
 
 @dataclass
@@ -184,11 +86,12 @@ class Perception:
     _person_spots: list[tuple[float, Box]] = field(default_factory=list)
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=2))  # sample times
     _startup: StartupSpots = field(default_factory=StartupSpots)
-    _weak_spots: list[_WeakSpot] = field(default_factory=list)
+    _lying: LyingSpots | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._objects = StillObjects(self.tracker.new_id)
+        self._lying = LyingSpots(self.posture.lying_aspect)
 
     def observe(self, frame: Frame) -> WorldState:
         with self._lock:
@@ -267,20 +170,20 @@ class Perception:
                     # Nowhere in the last two samples: gone. Foreground turning up there later
                     # is someone or something else (a bag they left, tipping over).
                     continue
-                near = [
+                close = [
                     nc
                     for nc in newcomers
-                    if _near(tr.detected_box or tr.box, nc.box, self.params.relink)
-                    and _body_sized(tr.detected_box or tr.box, nc.box)
+                    if near(tr.detected_box or tr.box, nc.box, self.params.relink)
+                    and body_sized(tr.detected_box or tr.box, nc.box)
                 ]
                 if not analysed and tr.last_seen == previous:
                     # Nothing changed since the last sample (the gate kept the detector off):
                     # whoever was there still is, as they were. Nobody falls in a frame that
                     # is the same as the one before.
                     tr.see(ts, tr.box)
-                elif tr.fallen_at is None and near:
+                elif tr.fallen_at is None and close:
                     # Theirs is the one transition to judge: walked on, or went down.
-                    nc = min(near, key=lambda n: tr.box.distance(n.box))
+                    nc = min(close, key=lambda n: tr.box.distance(n.box))
                     newcomers.remove(nc)
                     del self.tracker.tracks[nc.track_id]
                     tr.take_over(nc)
@@ -290,7 +193,7 @@ class Perception:
                     candidates.remove(weak)
                     tr.see(ts, weak.box)
                     tr.boxed_at = ts
-                elif _out_sideways(tr, frame.image.shape[1], self.posture.top_edge_px, candidates):
+                elif out_sideways(tr, frame.image.shape[1], self.posture.top_edge_px, candidates):
                     continue
                 else:
                     body = follow_body(tr, fg, self.posture, detected)
@@ -313,7 +216,7 @@ class Perception:
         for tr in people:
             if tr.last_seen == ts:
                 tr.out_of_view_at = None
-            elif tr.out_of_view_at is None and _walked_out(tr, w, h, self.posture.top_edge_px):
+            elif tr.out_of_view_at is None and walked_out(tr, w, h, self.posture.top_edge_px):
                 tr.out_of_view_at = ts
         # Who can own or attend an object: people, and solid upright moving regions bigger than
         # a bag that the detector did not name (it misses people at odd angles and sizes).
@@ -379,50 +282,23 @@ class Perception:
         candidates: Sequence[Detection],
         detections: Sequence[Detection],
     ) -> list[Detection]:
-        """Advance the weak spots with this sample's weak person boxes; those on a steady spot
-        that is a body are returned, to count as detections (see `_WeakSpot`). Only boxes
-        lying across the view (a squat weak box is as likely a chair)."""
-        p = self.params
+        """Weak person boxes that are someone lying there since before anyone saw them stand
+        (perception/lying_spots.py), to count as detections."""
+        assert self._lying is not None
+        tracks = [tr for tr in self.tracker.tracks.values() if tr.label == "person"]
         # Not a piece of someone boxed confidently now, nor where someone seen standing or
         # falling is (their own weak box is theirs to keep: `pick_candidate`).
         people = [d.box for d in detections if d.label == "person"] + [
             tr.box
-            for tr in self.tracker.tracks.values()
-            if tr.label == "person"
-            and (tr.last_upright, tr.fallen_at, tr.fall_onset) != (None, None, None)
+            for tr in tracks
+            if (tr.last_upright, tr.fallen_at, tr.fall_onset) != (None, None, None)
         ]
         lying = [
             tr.detected_box
-            for tr in self.tracker.tracks.values()
-            if tr.label == "person" and tr.posture is Posture.LYING and tr.detected_box is not None
+            for tr in tracks
+            if tr.posture is Posture.LYING and tr.detected_box is not None
         ]
-        found: list[Detection] = []
-        matched: set[int] = set()
-        for d in candidates:
-            b = d.box
-            if b.width < self.posture.lying_aspect * max(b.height, 1.0):
-                continue
-            if any(b.intersection(o) > 0.3 * min(b.area, o.area) for o in people):
-                continue
-            spot = max(self._weak_spots, key=lambda s: s.box.iou(b), default=None)
-            if spot is None or spot.box.iou(b) < p.spot_iou or id(spot) in matched:
-                spot = _WeakSpot(b, ts, ts)
-                self._weak_spots.append(spot)
-            else:
-                spot.box, spot.last, spot.samples, spot.misses = b, ts, spot.samples + 1, 0
-            matched.add(id(spot))
-            spot.moved = spot.moved or fg.overlap(fg.moving, b) >= p.spot_motion
-            # A body, not furniture: something in it moved, or the detector boxed someone
-            # lying right there (confidently, or on this spot before). Then it is that person
-            # still lying there, sunk into the background as a still body does, who keeps
-            # their track; they are one person, not a new one each time the track lapses.
-            if spot.steady(p) and (spot.moved or any(b.iou(o) >= p.spot_iou for o in lying)):
-                found.append(d)
-        for spot in self._weak_spots:
-            if id(spot) not in matched:
-                spot.misses += 1
-        self._weak_spots = [s for s in self._weak_spots if s.misses < p.spot_misses]
-        return found
+        return self._lying.update(ts, fg, candidates, people, lying)
 
     def _merge_lying_doubles(self, ts: float) -> None:
         """One person on the floor, two person tracks: the detector often boxes a lying body
@@ -453,7 +329,7 @@ class Perception:
                     continue
                 small = min(keep.box.area, other.box.area)
                 overlap = keep.box.intersection(other.box) >= self.params.same_body * small
-                if not overlap and not _part_of(keep, other):
+                if not overlap and not part_of(keep, other):
                     continue
                 merged.add(other.track_id)
                 if other.lying_since is not None:
