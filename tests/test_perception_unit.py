@@ -736,3 +736,43 @@ def test_an_owner_walking_out_of_the_frame_leaves_their_bag_at_once() -> None:
     unattended = [e for e in events if e.kind is EventKind.UNATTENDED]
     assert len(unattended) == 1
     assert 12.0 < unattended[0].ts <= 13.0
+
+
+def test_walking_off_from_where_one_stood_keeps_ones_track() -> None:
+    """Someone standing since before the camera started is part of its background: when they
+    walk off (further in one sample than the tracker links), the place they stood turns into
+    foreground, their own ghost, which their track matches as an unnamed moving region. The
+    person detected a stride away is them, not a newcomer, and their ghost is no body of
+    theirs to follow onto the floor."""
+    det = _Boxes()
+    world_model = Perception(det)
+    ids = []
+    for t in range(0, 9):
+        x = 200 if t < 5 else 50 if t == 5 else 20
+        people = [Box(x, 50, x + 40, 190)]
+        det.boxes = people
+        world = world_model.observe(_frame(float(t), people, None))
+        ids.append(tuple(tr.track_id for tr in world.visible(frozenset({"person"}))))
+    assert ids[5:] == [ids[4]] * 4
+
+
+def test_a_walker_whose_box_went_to_an_old_track_is_not_followed_onto_the_floor() -> None:
+    """Someone walks back and forth faster than the tracker links at 1 fps: the track of where
+    they were lost a few seconds ago takes their box when they come back near it, and the track
+    they had a moment ago is lost. They are detected where that track was heading: it walked
+    on, and the long shadow trailing at their feet is no body lying on the floor."""
+    det = _Boxes()
+    world_model = Perception(det)
+    # left edge of their box, per second: lost at the left edge at 7 s, back at 8 s at the right
+    path = {3: 10, 4: 10, 5: 10, 6: 10, 8: 250, 9: 140, 10: 5, 11: 5}
+    kinds = []
+    for t in range(0, 14):
+        x = path.get(t)
+        people = [] if x is None else [Box(x, 50, x + 40, 190)]
+        det.boxes = people
+        frame = _frame(float(t), people, None)
+        if t in (10, 11):  # their shadow on the floor, trailing behind them
+            frame.image[170:200, 45:165] = (50, 50, 50)
+        world = world_model.observe(frame)
+        kinds += [e.kind for e in world.events]
+    assert EventKind.FELL not in kinds

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from streamd.perception.geometry import Box, Detection
-from streamd.perception.tracker import Track
+from streamd.perception.tracker import Track, predicted_box
 
-__all__ = ["body_sized", "near", "out_sideways", "part_of", "walked_out"]
+__all__ = ["body_sized", "near", "out_sideways", "part_of", "walked_into", "walked_out"]
 
 
 def near(a: Box, b: Box, diagonals: float) -> bool:
@@ -55,6 +55,14 @@ def walked_out(track: Track, width: int, height: int, edge_px: float) -> bool:
     out of view (an owner gone through the bottom edge is not still by their bag)."""
     last = _last_step(track)
     return last is not None and _heading_out(*last, width, height, edge_px, ends=True)
+
+
+def walked_into(track: Track, ts: float, people: Sequence[Box], overlap: float) -> bool:
+    """Is one of `people` (detected now) where `track` was heading at its last velocity, and
+    not where it was? Then it is `track` walked on (someone standing still heads nowhere, so
+    a person beside them is never taken for them)."""
+    ahead = predicted_box(track, ts)
+    return any(ahead.iou(b) >= overlap > track.box.iou(b) for b in people)
 
 
 def body_sized(was: Box, now: Box) -> bool:

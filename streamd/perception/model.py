@@ -19,7 +19,14 @@ from dataclasses import dataclass, field, replace
 from streamd.ingest.frame import Frame
 from streamd.perception.background import BackgroundModel, Foreground
 from streamd.perception.colours import dominant_colour, person_colour
-from streamd.perception.continuity import body_sized, near, out_sideways, part_of, walked_out
+from streamd.perception.continuity import (
+    body_sized,
+    near,
+    out_sideways,
+    part_of,
+    walked_into,
+    walked_out,
+)
 from streamd.perception.geometry import Box, Detection, Detector
 from streamd.perception.lying_spots import LyingSpots
 from streamd.perception.objects import StillObject, StillObjects
@@ -156,7 +163,21 @@ class Perception:
         # walk across a near camera's view), not someone on the floor to follow.
         newcomers = [tr for tr in seen if tr.label == "person" and tr.hits == 1]
         for tr in people:
-            if tr.track_id not in seen_ids:
+            if (
+                tr.track_id in seen_ids
+                and tr.detected_at != ts
+                and tr.fallen_at is None
+                and (nc := self._newcomer_near(tr, newcomers)) is not None
+                and not self._head_dropped(tr, nc.box)
+            ):
+                # Matched only by an unnamed moving region where they stood (their own ghost in
+                # the background, their shadow) while a person turned up a stride away, head
+                # as high: that person is them, walked on. (One whose head is far lower may be
+                # them going down: that is judged on their track as it goes, below.)
+                newcomers.remove(nc)
+                del self.tracker.tracks[nc.track_id]
+                tr.take_over(nc)
+            elif tr.track_id not in seen_ids:
                 down = tr.fallen_at is not None or tr.fall_onset is not None
                 # Someone the detector boxed lying, in a frame unchanged since, is still there
                 # however long ago that was (it is off while nothing changes). Not a followed
@@ -170,23 +191,27 @@ class Perception:
                     # Nowhere in the last two samples: gone. Foreground turning up there later
                     # is someone or something else (a bag they left, tipping over).
                     continue
-                close = [
-                    nc
-                    for nc in newcomers
-                    if near(tr.detected_box or tr.box, nc.box, self.params.relink)
-                    and body_sized(tr.detected_box or tr.box, nc.box)
-                ]
+                nc = self._newcomer_near(tr, newcomers)
                 if not analysed and tr.last_seen == previous:
                     # Nothing changed since the last sample (the gate kept the detector off):
                     # whoever was there still is, as they were. Nobody falls in a frame that
                     # is the same as the one before.
                     tr.see(ts, tr.box)
-                elif tr.fallen_at is None and close:
+                elif tr.fallen_at is None and nc is not None:
                     # Theirs is the one transition to judge: walked on, or went down.
-                    nc = min(close, key=lambda n: tr.box.distance(n.box))
                     newcomers.remove(nc)
                     del self.tracker.tracks[nc.track_id]
                     tr.take_over(nc)
+                elif (
+                    tr.fallen_at is None
+                    and tr.last_seen == previous
+                    and walked_into(tr, ts, detected, self.tracker.iou_threshold)
+                ):
+                    # Someone is detected now where this walker was heading, and not where
+                    # they were: them, walked on (the tracker gave their box to a track lost
+                    # there earlier). What moved behind them is no body on the floor.
+                    tr.fall_onset = tr.fall_seen = None
+                    continue
                 elif (
                     weak := pick_candidate(tr, candidates, fg, self.posture, detected)
                 ) is not None and not self._startup.holds(weak.box):
@@ -274,6 +299,24 @@ class Perception:
                 continue
             items.append(TrackInput(b, None, 0.0, True))
         return items
+
+    def _newcomer_near(self, tr: Track, newcomers: Sequence[Track]) -> Track | None:
+        """Of the people first seen now, the nearest one a stride from where `tr` was last
+        detected and about their size: most likely them, moved further than the tracker
+        links (at 1 fps, a brisk walk across a near camera's view)."""
+        was = tr.detected_box or tr.box
+        close = [
+            nc
+            for nc in newcomers
+            if near(was, nc.box, self.params.relink) and body_sized(was, nc.box)
+        ]
+        return min(close, key=lambda n: tr.box.distance(n.box)) if close else None
+
+    def _head_dropped(self, tr: Track, box: Box) -> bool:
+        """Is the top of `box` lower than `tr`'s last upright top by a fall's drop?"""
+        if tr.upright_top is None or tr.ref_height is None:
+            return False
+        return box.y1 - tr.upright_top >= self.posture.fall_drop * tr.ref_height
 
     def _lying_spots(
         self,

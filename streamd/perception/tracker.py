@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from streamd.perception.geometry import Box
 from streamd.perception.world import Posture
 
-__all__ = ["Track", "TrackInput", "Tracker"]
+__all__ = ["Track", "TrackInput", "Tracker", "predicted_box"]
 
 _HISTORY = 32  # (ts, box) kept per track: half a minute at 1 fps
 
@@ -106,6 +106,9 @@ class Track:
 
     def take_over(self, other: Track) -> None:
         """Continue as `other`, a track born this sample that is this one (linked late)."""
+        if self.history and self.history[-1][0] == other.last_seen:
+            # What it matched this sample (its own ghost, a shadow) was not them: `other` is.
+            self.history.pop()
         self.see(other.last_seen, other.box)
         for label, votes in other.votes.items():
             self.votes[label] = self.votes.get(label, 0.0) + votes
@@ -135,7 +138,7 @@ def _predicted_distance(track: Track, ts: float, box: Box, horizon_s: float = 2.
     return math.hypot(ax + vx * dt - bx, ay + vy * dt - by)
 
 
-def _predicted_box(track: Track, ts: float, horizon_s: float = 2.0) -> Box:
+def predicted_box(track: Track, ts: float, horizon_s: float = 2.0) -> Box:
     """The track's last box moved on at its last velocity (extrapolated no more than
     `horizon_s`)."""
     vx, vy = track.velocity()
@@ -211,7 +214,7 @@ class Tracker:
                     # Where a track seen a moment ago is heading counts as where it is (SORT's
                     # prediction): a walker's next box overlaps their stride ahead, not the
                     # box of a track that happens to lie across their path.
-                    iou = max(iou, _predicted_box(tr, ts).iou(item.box))
+                    iou = max(iou, predicted_box(tr, ts).iou(item.box))
                 conflict = _conflict(tr, item)
                 if iou >= (0.6 if conflict else self.iou_threshold):
                     pairs.append((conflict, -iou, i, tr.track_id))
