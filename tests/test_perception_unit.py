@@ -776,3 +776,25 @@ def test_a_walker_whose_box_went_to_an_old_track_is_not_followed_onto_the_floor(
         world = world_model.observe(frame)
         kinds += [e.kind for e in world.events]
     assert EventKind.FELL not in kinds
+
+
+def test_a_still_owner_cropped_short_for_a_moment_still_attends_their_bag() -> None:
+    """UP-Fall a06 at one phase: a man seated still all along has a small still region by his
+    foot; now and then the detector crops his box short (legs left out), putting it more than
+    two region widths away. Where he is has not changed: his recent boxes taken there still
+    outline him, and the region stays attended."""
+    objects = StillObjects(iter(range(100, 200)).__next__)
+    foot = StillObject(7, Box(616, 286, 630, 306), since=10.0, last_seen=19.0, owner_id=9)
+    whole = Box(515, 126, 640, 320)
+    owner = Track(9, whole, 5.0, 5.0, 5.0, whole.center)
+    for t in (17.0, 18.0, 19.0):
+        owner.see(t, whole)
+    owner.see(20.0, Box(515, 126, 615, 252))  # cropped short: 34 px above the region
+    assert objects._attend(foot, 20.0, [owner]) == []
+    assert foot.unattended_since is None
+    # someone who walked off is measured from where they are now
+    walker = Track(9, whole, 5.0, 5.0, 5.0, whole.center)
+    for t, x in ((18.0, 515), (19.0, 455), (20.0, 395)):
+        walker.see(t, Box(x, 126, x + 100, 320))
+    (event,) = objects._attend(foot, 20.0, [walker])
+    assert event.kind is EventKind.UNATTENDED

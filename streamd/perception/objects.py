@@ -239,7 +239,10 @@ class StillObjects:
         ):
             obj.owner_id, obj.owner_box = owner.track_id, owner.box
             obj.owner_seen = owner.last_seen
-            gap = owner.box.gap(obj.box)
+            # An owner staying put has not gone anywhere when the detector crops them
+            # shorter for a moment (a seated man's stretched foot left out of his box).
+            here = _boxes_here(owner, owner.last_seen, p.still_person_s)
+            gap = min((b.gap(obj.box) for b in here), default=owner.box.gap(obj.box))
             # Only an owner seen back by it re-attends a left object: where they were last
             # seen says nothing new (and a still region that grows a little, taking in a
             # shadow, would bring that old place within reach).
@@ -302,6 +305,14 @@ def _crossing(t0: float, gap0: float | None, t1: float, gap1: float | None, reac
     return t0 + frac * (t1 - t0)
 
 
+def _stood(before: Box, after: Box) -> bool:
+    """Is `after` where `before` was: its centre less than half its width from theirs (a
+    person shifting or cropped differently changes their box's shape, not where it is; a
+    walker moves about a body width a second)."""
+    (ax, ay), (bx, by) = before.center, after.center
+    return abs(bx - ax) + abs(by - ay) <= 0.5 * after.width
+
+
 def _covered(a: Box, b: Box) -> float:
     """Fraction of `a` inside `b`."""
     ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
@@ -333,12 +344,11 @@ def _part_of_person(box: Box, person: Track, ts: float, recent_s: float) -> bool
         return False
     if person.out_of_view_at is not None:
         return False
-    cx, cy = person.box.center
-    reach = 0.5 * person.box.width
-    for t, b in person.history:
-        if t < ts - recent_s:
-            continue
-        bx, by = b.center
-        if abs(bx - cx) + abs(by - cy) <= reach and _covered(box, b) > 0.5:
-            return True
-    return False
+    return any(_covered(box, b) > 0.5 for b in _boxes_here(person, ts, recent_s))
+
+
+def _boxes_here(person: Track, ts: float, recent_s: float) -> list[Box]:
+    """A person's recent boxes taken where they are now: for someone staying put, the outline
+    of their body however the detector cropped it in each (a knee, a bent arm, a foot
+    stretched out); for someone walking, only the latest."""
+    return [b for t, b in person.history if t >= ts - recent_s and _stood(b, person.box)]
