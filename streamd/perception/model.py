@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 
 from streamd.ingest.frame import Frame
 from streamd.perception.background import BackgroundModel, Foreground
-from streamd.perception.colours import dominant_colour, person_colour
 from streamd.perception.continuity import (
     body_sized,
     near,
@@ -29,7 +28,7 @@ from streamd.perception.continuity import (
 )
 from streamd.perception.geometry import Box, Detection, Detector
 from streamd.perception.lying_spots import LyingSpots
-from streamd.perception.objects import StillObject, StillObjects
+from streamd.perception.objects import StillObjects
 from streamd.perception.posture import (
     PostureParams,
     follow_body,
@@ -37,16 +36,15 @@ from streamd.perception.posture import (
     update_posture,
 )
 from streamd.perception.startup import StartupSpots
+from streamd.perception.states import object_state, track_state
 from streamd.perception.tracker import Track, Tracker, TrackInput
 from streamd.perception.world import (
     EventKind,
     Posture,
     SceneEvent,
-    TrackKind,
-    TrackState,
     WorldState,
 )
-from streamd.perception.zones import ZoneSet
+from streamd.perception.zones import ZoneSet, zone_events
 
 __all__ = ["Perception", "PerceptionStats"]
 
@@ -261,9 +259,10 @@ class Perception:
         objects, obj_events = self._objects.update(ts, still, owners, fresh)
         events.extend(obj_events)
         events.extend(self._removed(fg, ts))
-        events.extend(self._zones(ts, w, h, before, warm))
-        tracks = [self._state(tr, frame, ts, analysed) for tr in self.tracker.tracks.values()]
-        tracks += [self._object_state(o, ts) for o in objects]
+        live = list(self.tracker.tracks.values())
+        events.extend(zone_events(self.zones, live, ts, (w, h), before, warm))
+        tracks = [track_state(tr, frame, ts, analysed) for tr in live]
+        tracks += [object_state(o) for o in objects]
         return WorldState(
             frame=frame,
             analysed=analysed,
@@ -389,97 +388,3 @@ class Perception:
                 continue
             out.append(SceneEvent(EventKind.REMOVED, region.since, None, None, region.box))
         return out
-
-    def _zones(
-        self, ts: float, w: int, h: int, before: dict[int, Box], warm: bool
-    ) -> list[SceneEvent]:
-        if not self.zones:
-            return []
-        out: list[SceneEvent] = []
-        for tr in self.tracker.tracks.values():
-            if tr.last_seen != ts:
-                continue
-            ax, ay = (tr.box.x1 + tr.box.x2) / 2 / w, tr.box.y2 / h
-            now = self.zones.zones_at(ax, ay)
-            new_track = tr.track_id not in before
-            if not new_track or warm:
-                for z in sorted(now - tr.zones):
-                    out.append(
-                        SceneEvent(
-                            EventKind.ZONE_ENTERED, ts, tr.track_id, tr.label, tr.box, zone=z
-                        )
-                    )
-            for z in sorted(tr.zones - now):
-                out.append(
-                    SceneEvent(EventKind.ZONE_LEFT, ts, tr.track_id, tr.label, tr.box, zone=z)
-                )
-            tr.zones = now
-            old = before.get(tr.track_id)
-            if old is not None:
-                prev = ((old.x1 + old.x2) / 2 / w, old.y2 / h)
-                for line, direction in self.zones.crossings(prev, (ax, ay)):
-                    out.append(
-                        SceneEvent(
-                            EventKind.LINE_CROSSED,
-                            ts,
-                            tr.track_id,
-                            tr.label,
-                            tr.box,
-                            line=line,
-                            direction=direction,
-                        )
-                    )
-        return out
-
-    @staticmethod
-    def _kind(tr: Track) -> TrackKind:
-        return TrackKind.BLOB if tr.label is None else TrackKind.DETECTED
-
-    def _state(self, tr: Track, frame: Frame, ts: float, analysed: bool) -> TrackState:
-        visible = tr.last_seen == ts
-        colour = None
-        if visible and analysed:
-            pick = person_colour if tr.label == "person" else dominant_colour
-            colour = pick(frame.image, tr.box)
-        return TrackState(
-            track_id=tr.track_id,
-            kind=self._kind(tr),
-            label=tr.label,
-            score=round(tr.score, 3),
-            box=tr.box,
-            first_seen=tr.first_seen,
-            last_seen=tr.last_seen,
-            visible=visible,
-            detected=tr.detected_at == ts or tr.label is None,
-            moving=tr.moving,
-            stationary_since=None if tr.moving else tr.last_moved,
-            velocity=tr.velocity(),
-            history=tuple(tr.history),
-            colour=colour,
-            zones=tr.zones,
-            posture=tr.posture if tr.label == "person" else Posture.UNKNOWN,
-            posture_since=tr.posture_since,
-            fallen_at=tr.fallen_at,
-            lying_since=tr.lying_since,
-        )
-
-    def _object_state(self, o: StillObject, ts: float) -> TrackState:
-        return TrackState(
-            track_id=o.track_id,
-            kind=TrackKind.OBJECT,
-            label=o.label,
-            score=round(o.score, 3),
-            box=o.box,
-            first_seen=o.since,
-            last_seen=o.last_seen,
-            visible=True,
-            moving=False,
-            stationary_since=o.since,
-            velocity=(0.0, 0.0),
-            history=((o.last_seen, o.box),),
-            placed_at=o.since,
-            owner_id=o.owner_id,
-            owner_box=o.owner_box,
-            last_attended=o.last_attended,
-            unattended_since=o.unattended_since,
-        )

@@ -7,10 +7,17 @@ inside the polygon. A line is directed: crossing it from the left of from→to t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["Line", "Zone", "ZoneSet"]
+from streamd.perception.world import EventKind, SceneEvent
+
+if TYPE_CHECKING:
+    from streamd.perception.geometry import Box
+    from streamd.perception.tracker import Track
+
+__all__ = ["Line", "Zone", "ZoneSet", "zone_events"]
 
 Point = tuple[float, float]
 
@@ -93,3 +100,50 @@ class ZoneSet:
             if direction is not None:
                 out.append((line.name, direction))
         return out
+
+
+def zone_events(
+    zones: ZoneSet,
+    tracks: Iterable[Track],
+    ts: float,
+    size: tuple[int, int],
+    before: Mapping[int, Box],
+    warm: bool,
+) -> list[SceneEvent]:
+    """Zones entered and left and lines crossed by the tracks seen at `ts` (`size`: the frame's
+    width and height; `before`: each track's box in the previous sample). A track new in this
+    sample enters zones only once the model is `warm`: what is there at start-up entered none."""
+    if not zones:
+        return []
+    w, h = size
+    out: list[SceneEvent] = []
+    for tr in tracks:
+        if tr.last_seen != ts:
+            continue
+        ax, ay = (tr.box.x1 + tr.box.x2) / 2 / w, tr.box.y2 / h
+        now = zones.zones_at(ax, ay)
+        new_track = tr.track_id not in before
+        if not new_track or warm:
+            for z in sorted(now - tr.zones):
+                out.append(
+                    SceneEvent(EventKind.ZONE_ENTERED, ts, tr.track_id, tr.label, tr.box, zone=z)
+                )
+        for z in sorted(tr.zones - now):
+            out.append(SceneEvent(EventKind.ZONE_LEFT, ts, tr.track_id, tr.label, tr.box, zone=z))
+        tr.zones = now
+        old = before.get(tr.track_id)
+        if old is not None:
+            prev = ((old.x1 + old.x2) / 2 / w, old.y2 / h)
+            for line, direction in zones.crossings(prev, (ax, ay)):
+                out.append(
+                    SceneEvent(
+                        EventKind.LINE_CROSSED,
+                        ts,
+                        tr.track_id,
+                        tr.label,
+                        tr.box,
+                        line=line,
+                        direction=direction,
+                    )
+                )
+    return out
