@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import sys
@@ -154,6 +155,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StreamdError as exc:
         log.error("%s", exc)
         return 1
+    finally:
+        # The loop and its worker threads are down: the stuck-shutdown stack dump armed at
+        # SIGTERM (daemon.py) has nothing left to report.
+        faulthandler.cancel_dump_traceback_later()
     return 0
 
 

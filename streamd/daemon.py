@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import threading
@@ -293,6 +294,9 @@ class Daemon:
                 )
                 await stop.wait()
                 log.info("shutting down")
+                # A shutdown that overruns its budget twice over is stuck somewhere: leave
+                # every thread's stack in the log to say where (the process is not killed).
+                faulthandler.dump_traceback_later(2 * SHUTDOWN_BUDGET_S, exit=False)
                 work.cancel()
                 await asyncio.wait([work], timeout=SHUTDOWN_BUDGET_S / 2)
                 now = time.time()
