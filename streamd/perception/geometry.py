@@ -49,6 +49,11 @@ class Box:
         iy = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
         return ix * iy
 
+    def covered_by(self, other: Box) -> float:
+        """Fraction of this box inside `other`."""
+        area = self.area
+        return self.intersection(other) / area if area > 0 else 0.0
+
     def iou(self, other: Box) -> float:
         inter = self.intersection(other)
         union = self.area + other.area - inter

@@ -172,9 +172,7 @@ class Perception:
                 # the background, their shadow) while a person turned up a stride away, head
                 # as high: that person is them, walked on. (One whose head is far lower may be
                 # them going down: that is judged on their track as it goes, below.)
-                newcomers.remove(nc)
-                del self.tracker.tracks[nc.track_id]
-                tr.take_over(nc)
+                self._continue_as(tr, nc, newcomers)
             elif tr.track_id not in seen_ids:
                 down = tr.fallen_at is not None or tr.fall_onset is not None
                 # Someone the detector boxed lying, in a frame unchanged since, is still there
@@ -197,9 +195,7 @@ class Perception:
                     tr.see(ts, tr.box)
                 elif tr.fallen_at is None and nc is not None:
                     # Theirs is the one transition to judge: walked on, or went down.
-                    newcomers.remove(nc)
-                    del self.tracker.tracks[nc.track_id]
-                    tr.take_over(nc)
+                    self._continue_as(tr, nc, newcomers)
                 elif (
                     tr.fallen_at is None
                     and tr.last_seen == previous
@@ -298,6 +294,12 @@ class Perception:
                 continue
             items.append(TrackInput(b, None, 0.0, True))
         return items
+
+    def _continue_as(self, tr: Track, nc: Track, newcomers: list[Track]) -> None:
+        """`nc`, a person first seen now, is `tr` linked late: one track goes on."""
+        newcomers.remove(nc)
+        del self.tracker.tracks[nc.track_id]
+        tr.take_over(nc)
 
     def _newcomer_near(self, tr: Track, newcomers: Sequence[Track]) -> Track | None:
         """Of the people first seen now, the nearest one a stride from where `tr` was last

@@ -188,10 +188,10 @@ class StillObjects:
             # (when, how much) the object was last inside their box before it came to rest
             carried = max(
                 (
-                    (t, _covered(obj.box, b))
+                    (t, obj.box.covered_by(b))
                     for t, b in q.history
                     if obj.since - p.owner_window_s <= t <= obj.since
-                    and _covered(obj.box, b) >= p.carried_cover
+                    and obj.box.covered_by(b) >= p.carried_cover
                 ),
                 default=None,
             )
@@ -313,13 +313,6 @@ def _stood(before: Box, after: Box) -> bool:
     return abs(bx - ax) + abs(by - ay) <= 0.5 * after.width
 
 
-def _covered(a: Box, b: Box) -> float:
-    """Fraction of `a` inside `b`."""
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    return ix * iy / a.area if a.area > 0 else 0.0
-
-
 def _names(det: Box, obj: Box, frame_area: float) -> bool:
     """Is this detection of the thing the still region belongs to? The region is often only
     the part of a thing that differs from the background (a bottle's cap or label, a bag's
@@ -328,7 +321,7 @@ def _names(det: Box, obj: Box, frame_area: float) -> bool:
     if det.iou(obj) > 0.3:
         return True
     return (
-        _covered(obj, det) >= 0.6
+        obj.covered_by(det) >= 0.6
         and det.area <= 16.0 * obj.area
         and det.area <= OBJECT_MAX_FRAME * frame_area
     )
@@ -344,7 +337,7 @@ def _part_of_person(box: Box, person: Track, ts: float, recent_s: float) -> bool
         return False
     if person.out_of_view_at is not None:
         return False
-    return any(_covered(box, b) > 0.5 for b in _boxes_here(person, ts, recent_s))
+    return any(box.covered_by(b) > 0.5 for b in _boxes_here(person, ts, recent_s))
 
 
 def _boxes_here(person: Track, ts: float, recent_s: float) -> list[Box]:

@@ -87,7 +87,7 @@ def follow_body(
         return None
     if not _over_feet(body, b):
         return None
-    if any(_covered(body, o) > 0.3 for o in others):
+    if any(body.covered_by(o) > 0.3 for o in others):
         return None
     return body
 
@@ -113,9 +113,9 @@ def pick_candidate(
         c = d.box
         if not 0.3 * b.area <= c.area <= 4.0 * b.area:
             continue
-        if _covered(c, area) < 0.6 or not _over_feet(c, b):
+        if c.covered_by(area) < 0.6 or not _over_feet(c, b):
             continue
-        if any(_covered(c, o) > 0.3 or _covered(o, c) > 0.5 for o in others):
+        if any(c.covered_by(o) > 0.3 or o.covered_by(c) > 0.5 for o in others):
             continue
         if fg.overlap(fg.fg, c) >= p.candidate_fg and (best is None or d.score > best.score):
             best = d
@@ -135,13 +135,6 @@ def _over_feet(body: Box, b: Box) -> bool:
     feet = (b.x1 + b.x2) / 2
     margin = 0.25 * b.width
     return body.x1 - margin <= feet <= body.x2 + margin
-
-
-def _covered(a: Box, b: Box) -> float:
-    """Fraction of `a` inside `b`."""
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    return ix * iy / a.area if a.area > 0 else 0.0
 
 
 def update_posture(track: Track, ts: float, p: PostureParams) -> list[SceneEvent]:

@@ -129,15 +129,6 @@ def _distance(a: Box, b: Box) -> float:
     return math.hypot(ax - bx, ay - by)
 
 
-def _predicted_distance(track: Track, ts: float, box: Box, horizon_s: float = 2.0) -> float:
-    """Centre distance from where the track would be now, at its last velocity (extrapolated
-    no more than `horizon_s`)."""
-    vx, vy = track.velocity()
-    dt = min(max(ts - track.last_seen, 0.0), horizon_s)
-    (ax, ay), (bx, by) = track.box.center, box.center
-    return math.hypot(ax + vx * dt - bx, ay + vy * dt - by)
-
-
 def predicted_box(track: Track, ts: float, horizon_s: float = 2.0) -> Box:
     """The track's last box moved on at its last velocity (extrapolated no more than
     `horizon_s`)."""
@@ -248,7 +239,7 @@ class Tracker:
                     # Ranked by where the track was heading: of two tracks that could take a
                     # detection, a walker seen a second ago, a stride short of it, is likelier
                     # than a track lost seconds ago that happens to be nearer.
-                    by_distance.append((_predicted_distance(tr, ts, item.box), i, tr.track_id))
+                    by_distance.append((_distance(predicted_box(tr, ts), item.box), i, tr.track_id))
         by_distance.sort()
         for _, i, tid in by_distance:
             if assigned[i] is None and tid in free:
