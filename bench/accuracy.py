@@ -42,6 +42,7 @@ from streamd.events.change import EventChange  # noqa: E402
 from streamd.ingest.frame import Frame  # noqa: E402
 from streamd.perception.detector import YoloxDetector  # noqa: E402
 from streamd.perception.model import Perception  # noqa: E402
+from streamd.perception.pose import PoseEstimator, load_pose  # noqa: E402
 from streamd.perception.world import EventKind  # noqa: E402
 from streamd.rules.compiler import compile_rule  # noqa: E402
 from streamd.rules.engine import RuleRunner, RulesEngine  # noqa: E402
@@ -102,11 +103,15 @@ class ClipResult:
 
 
 def run_clip(
-    labels: ClipLabels, detector: YoloxDetector, fps: float, phase: float = 0.0
+    labels: ClipLabels,
+    detector: YoloxDetector,
+    fps: float,
+    phase: float = 0.0,
+    pose: PoseEstimator | None = None,
 ) -> ClipResult:
     """One clip through the world model and rules, sampled at `fps` starting `phase` of a
     sampling period into the clip (a live camera's samples fall anywhere between frames)."""
-    perception = Perception(detector)
+    perception = Perception(detector, pose=pose)
     runners = {
         kind: RuleRunner("bench", RuleConfig(name=kind, text=text), compile_rule(text))
         for kind, (text, _) in RULES.items()
@@ -344,11 +349,19 @@ def main() -> int:
         help="letterbox every frame into the model's declared 416x416 (the default input "
         "follows the frame's aspect ratio)",
     )
+    ap.add_argument(
+        "--pose",
+        choices=["auto", "mediapipe", "off"],
+        default="auto",
+        help="pose estimator for postures a box leaves open (auto: MediaPipe where installed)",
+    )
     args = ap.parse_args()
     if not MEDIA.is_dir() or not MODEL.is_file():
         print(f"needs the footage in {MEDIA} and the model {MODEL}", file=sys.stderr)
         return 2
     detector = YoloxDetector(MODEL, rectangular=not args.square_input)
+    pose = load_pose(args.pose)
+    print(f"pose: {type(pose).__name__ if pose is not None else 'off'}")
     files = sorted(p for p in LABELS.glob("*.yaml") if args.only in p.name)
     phases = [float(x) for x in args.phases.split(",")]
     if any(not 0 <= ph < 1 for ph in phases):
@@ -360,7 +373,7 @@ def main() -> int:
         if not (MEDIA / labels.clip).is_file():
             print(f"skip {labels.clip}: not in {MEDIA}", file=sys.stderr)
             continue
-        res = run_clip(labels, detector, args.fps, phase)
+        res = run_clip(labels, detector, args.fps, phase, pose)
         results.append(res)
         by_phase[phase].append(res)
         if args.verbose:

@@ -41,6 +41,7 @@ from streamd.ops import Operations
 from streamd.perception.detector import YOLOX_NANO_SHA256, load_detector
 from streamd.perception.geometry import Detector
 from streamd.perception.pool import InferencePool
+from streamd.perception.pose import load_pose
 from streamd.pipeline import CameraPipeline
 from streamd.rules.compiler import compile_config_rule, verification_for
 from streamd.rules.evaluate import site_zone
@@ -172,6 +173,7 @@ class Daemon:
         if stale:
             log.info("ended %d events left open by the previous run", len(stale))
         detector = await asyncio.to_thread(_load_detector, cfg)
+        pose = await asyncio.to_thread(load_pose, cfg.model.pose)
         from streamd.window.service import open_windows  # torch and models: not at import
 
         enabled = [name for name, cam in cfg.cameras.items() if cam.enabled]
@@ -214,6 +216,7 @@ class Daemon:
                 tz=site_zone(cfg.site.timezone),
                 window=windows.windows.get(name) if windows is not None else None,
                 pool=pool,
+                pose=pose,
             )
             for name, cam in cfg.cameras.items()
             if cam.enabled

@@ -26,6 +26,7 @@ from streamd.latency import LatencyRecorder
 from streamd.perception.geometry import Detector
 from streamd.perception.model import Perception
 from streamd.perception.pool import InferencePool
+from streamd.perception.pose import PoseEstimator
 from streamd.perception.world import WorldState
 from streamd.perception.zones import ZoneSet
 from streamd.rules.engine import RuleRunner, RulesEngine
@@ -76,6 +77,7 @@ class CameraPipeline:
     tz: dt.tzinfo | None = None  # the site's time zone, for clock times in rules
     # The daemon's shared inference pool; None: this camera analyses in its own thread.
     pool: InferencePool | None = None
+    pose: PoseEstimator | None = None  # shared by every camera (perception/pose.py)
 
     def __post_init__(self) -> None:
         c = self.config
@@ -88,6 +90,7 @@ class CameraPipeline:
             self.camera = self._pyav_camera()
         self.perception = Perception(
             self.detector,
+            pose=self.pose,
             diff_threshold=c.diff_threshold,
             zones=ZoneSet.from_config(
                 c.zones, {n: (ln.start, ln.end) for n, ln in c.lines.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
@@ -62,3 +63,19 @@ class DetectorConfig(StrictModel):
 
 class ModelConfig(StrictModel):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    pose: Literal["auto", "mediapipe", "off"] = Field(
+        "auto",
+        description="Pose estimator for postures a person's box leaves open (someone lying "
+        "with their head towards the camera is boxed like someone seated): MediaPipe 0.10.21 "
+        "where installed (auto; scripts/install-pose), required (mediapipe), or boxes only.",
+    )
+
+    @field_validator("pose")
+    @classmethod
+    def _pose_installed(cls, value: str) -> str:
+        if value == "mediapipe" and importlib.util.find_spec("mediapipe") is None:
+            raise ValueError(
+                "'mediapipe' needs mediapipe 0.10.21, which is not installed: run "
+                "scripts/install-pose, or set auto (pose where installed) or off"
+            )
+        return value

@@ -12,7 +12,7 @@ time it lapses).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from streamd.perception.background import Foreground
@@ -29,6 +29,8 @@ class SpotParams:
     misses: int = 2  # analysed samples in a row without it: gone
     motion: float = 0.05  # moving foreground in it, at least once: a body, not furniture
     apart: float = 0.3  # of the smaller box inside someone's box: a piece of them
+    pose_every_s: float = 2.0  # a squat spot's skeleton is asked at most this often
+    pose_min_px: float = 48.0  # smaller squat boxes are not asked
 
 
 @dataclass
@@ -41,6 +43,9 @@ class _Spot:
     samples: int = 1
     misses: int = 0
     moved: bool = False
+    skeleton: bool | None = None  # the pose's last answer for a squat spot: lying or not
+    asked_at: float | None = None
+    lay: int = 0  # how often the pose said lying
 
     def steady(self, p: SpotParams) -> bool:
         """Found often enough, over long enough, to be no flicker."""
@@ -62,18 +67,23 @@ class LyingSpots:
         candidates: Sequence[Detection],
         people: Sequence[Box],
         lying: Sequence[Box],
+        skeleton: Callable[[Box], bool | None] | None = None,
     ) -> list[Detection]:
         """Advance the spots with this sample's weak person boxes (`candidates`); those on a
         steady spot that is a body are returned, to count as detections. `people`: boxes of
         someone boxed confidently now or seen standing or falling (a weak box on them is a
         piece of them, or theirs to keep); `lying`: detector boxes of people tracked lying.
-        Only boxes lying across the view count (a squat weak box is as likely a chair)."""
+        Only boxes lying across the view count (a squat weak box is as likely a chair), and
+        with `skeleton` (a pose estimator's "is the person in this box lying?") squat boxes
+        whose skeleton lies: someone lying with their head towards the camera. For those the
+        skeleton, found lying twice, is the body's evidence as well."""
         p = self.params
         found: list[Detection] = []
         matched: set[int] = set()
         for d in candidates:
             b = d.box
-            if b.width < self.lying_aspect * max(b.height, 1.0):
+            squat = b.width < self.lying_aspect * max(b.height, 1.0)
+            if squat and (skeleton is None or min(b.width, b.height) < p.pose_min_px):
                 continue
             if any(b.intersection(o) > p.apart * min(b.area, o.area) for o in people):
                 continue
@@ -85,7 +95,14 @@ class LyingSpots:
                 spot.box, spot.last, spot.samples, spot.misses = b, ts, spot.samples + 1, 0
             matched.add(id(spot))
             spot.moved = spot.moved or fg.overlap(fg.moving, b) >= p.motion
-            if spot.steady(p) and (spot.moved or any(b.iou(o) >= p.iou for o in lying)):
+            if squat and skeleton is not None:
+                if spot.asked_at is None or ts - spot.asked_at >= p.pose_every_s:
+                    spot.skeleton, spot.asked_at = skeleton(b), ts
+                    spot.lay += spot.skeleton is True
+                if spot.skeleton is not True:
+                    continue
+            body = spot.moved or any(b.iou(o) >= p.iou for o in lying) or spot.lay >= 2
+            if spot.steady(p) and body:
                 found.append(d)
         for spot in self._spots:
             if id(spot) not in matched:

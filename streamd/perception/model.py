@@ -29,6 +29,7 @@ from streamd.perception.continuity import (
 from streamd.perception.geometry import Box, Detection, Detector
 from streamd.perception.lying_spots import LyingSpots
 from streamd.perception.objects import StillObjects
+from streamd.perception.pose import PoseEstimator, ask_pose
 from streamd.perception.posture import (
     PostureParams,
     follow_body,
@@ -80,6 +81,7 @@ class Perception:
     diff_threshold: float = 0.004
     zones: ZoneSet = field(default_factory=ZoneSet)
     posture: PostureParams = field(default_factory=PostureParams)
+    pose: PoseEstimator | None = None  # optional (perception/pose.py): postures boxes leave open
     background: BackgroundModel = field(default_factory=BackgroundModel)
     tracker: Tracker = field(default_factory=Tracker)
     stats: PerceptionStats = field(default_factory=PerceptionStats)
@@ -137,7 +139,7 @@ class Perception:
         candidates = [d for d in detections if d.weak and d.label == "person" and analysed]
         detections = tuple(d for d in detections if not d.weak)
         if analysed:
-            lying = self._lying_spots(ts, fg, candidates, detections)
+            lying = self._lying_spots(frame, fg, candidates, detections)
             candidates = [d for d in candidates if d not in lying]
             detections += tuple(replace(d, weak=False) for d in lying)
         items = self._inputs(frame, fg, detections)
@@ -227,6 +229,8 @@ class Perception:
                     tr.see(ts, body)
             elif tr.track_id not in self.tracker.tracks:
                 continue  # a newcomer another track took over
+            if self.pose is not None and analysed:
+                ask_pose(self.pose, tr, frame.image, ts, self.posture)
             events.extend(update_posture(tr, ts, self.posture))
             if not tr.moving:
                 self._person_spots.append((ts, tr.box))
@@ -321,7 +325,7 @@ class Perception:
 
     def _lying_spots(
         self,
-        ts: float,
+        frame: Frame,
         fg: Foreground,
         candidates: Sequence[Detection],
         detections: Sequence[Detection],
@@ -342,7 +346,9 @@ class Perception:
             for tr in tracks
             if tr.posture is Posture.LYING and tr.detected_box is not None
         ]
-        return self._lying.update(ts, fg, candidates, people, lying)
+        pose = self.pose
+        skeleton = None if pose is None else (lambda b: pose.lying(frame.image, b))
+        return self._lying.update(frame.received_at, fg, candidates, people, lying, skeleton)
 
     def _merge_lying_doubles(self, ts: float) -> None:
         """One person on the floor, two person tracks: the detector often boxes a lying body

@@ -166,6 +166,11 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
     # A followed body's box starts at the search area's top (mid-body), so its height says
     # nothing about posture: only its shape does (a body on the floor is wide).
     posture = classify(box, track.ref_height if detected else None, p)
+    if posture is Posture.LOW and _skeleton_lies(track, box):
+        # Squat box, lying skeleton: someone lying along the camera's axis, not seated. (The
+        # answer holds while the box stays where it was asked: through unchanged frames the
+        # detector does not run.)
+        posture = Posture.LYING
     down = track.fallen_at is not None or track.fall_onset is not None
     if (
         posture is Posture.UPRIGHT
@@ -248,6 +253,10 @@ def _posture_and_fall(track: Track, ts: float, p: PostureParams) -> list[SceneEv
             )
         )
     return events
+
+
+def _skeleton_lies(track: Track, box: Box) -> bool:
+    return bool(track.pose_lying) and track.pose_box is not None and track.pose_box.iou(box) >= 0.7
 
 
 def _walking(track: Track, ts: float) -> bool:

@@ -72,6 +72,10 @@ class Track:
     last_lying: float | None = None
     zones: frozenset[str] = frozenset()
     out_of_view_at: float | None = None  # lost here, last seen leaving through an edge
+    # The skeleton's answer (perception.pose) for `pose_box`, asked at `pose_at`: lying or not
+    pose_lying: bool | None = None
+    pose_box: Box | None = None
+    pose_at: float | None = None
 
     @property
     def label(self) -> str | None:
