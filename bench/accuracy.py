@@ -42,7 +42,7 @@ from streamd.events.change import EventChange  # noqa: E402
 from streamd.ingest.frame import Frame  # noqa: E402
 from streamd.perception.detector import YoloxDetector  # noqa: E402
 from streamd.perception.model import Perception  # noqa: E402
-from streamd.perception.pose import PoseEstimator, load_pose  # noqa: E402
+from streamd.perception.pose import MediapipePose, PoseEstimator, load_pose  # noqa: E402
 from streamd.perception.world import EventKind  # noqa: E402
 from streamd.rules.compiler import compile_rule  # noqa: E402
 from streamd.rules.engine import RuleRunner, RulesEngine  # noqa: E402
@@ -399,6 +399,11 @@ def main() -> int:
         print(f"all {len(phases)} phases together:")
     print_table(score(results))
     print_groups(results)
+    if isinstance(pose, MediapipePose) and pose.calls:
+        print(
+            f"\npose: {pose.calls} calls in {frames} frames ({pose.calls / max(frames, 1):.2f} "
+            f"per frame), {1000 * pose.busy_s / pose.calls:.1f} ms per call"
+        )
     if args.rtsp:
         subset = [load_labels(p) for p in files]
         subset = [lab for lab in subset if lab.clip in RTSP_SUBSET]

@@ -15,6 +15,7 @@ Needs ffmpeg, GStreamer's RTSP server (for 3) and ../shared/models/yolox_nano.on
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -104,6 +105,32 @@ def perception_rate(path: Path) -> tuple[float, float, float]:
     return full, 1000 / full, gated_ms
 
 
+def pose_row() -> tuple[str, str, str]:
+    """MediaPipe pose on one real person box: someone lying with the head towards the camera
+    (UP-Fall a11, side camera), the case it is asked about."""
+    name = "pose (MediaPipe), one person box, 640x480 footage"
+    clip = REPO.parent / "shared" / "media" / "upfall" / "a11_trial2_cam2.mp4"
+    if importlib.util.find_spec("mediapipe") is None:
+        return (name, "skipped", "mediapipe not installed (scripts/install-pose)")
+    if not clip.is_file():
+        return (name, "skipped", f"footage missing: {clip}")
+    from streamd.perception.pose import MediapipePose
+
+    with av.open(str(clip)) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    det = YoloxDetector(MODEL)
+    people = [d for d in det.detect(image) if d.label == "person" and d.box.y1 > 200]
+    if not people:
+        return (name, "skipped", "the detector found no person box on the mattress")
+    box = max(people, key=lambda d: d.box.area).box
+    pose = MediapipePose()
+    pose.lying(image, box)  # first call: the graph's set-up
+    pose.calls, pose.busy_s = 0, 0.0
+    answers = {pose.lying(image, box) for _ in range(20)}
+    ms = 1000 * pose.busy_s / pose.calls
+    return (name, f"{ms:.1f} ms", f"asked only for squat (LOW) person boxes; lying: {answers}")
+
+
 def daemon_cpu(clip: Path, seconds: float) -> tuple[float, float, int]:
     with RtspServer(files={"cam": clip}) as server, tempfile.TemporaryDirectory() as tmp:
         cfg = {
@@ -164,6 +191,7 @@ def main() -> None:
              f"{wide_ms:.1f} ms", f"square 416x416 letterbox: {square_ms:.1f} ms "
              f"({wide_ms / square_ms:.2f}x)")
         )  # fmt: skip
+        rows.append(pose_row())
         ok, why = gst_rtsp_available()
         if ok:
             ours, theirs, analysed = daemon_cpu(clip, args.seconds)

@@ -76,7 +76,8 @@ class LyingSpots:
         Only boxes lying across the view count (a squat weak box is as likely a chair), and
         with `skeleton` (a pose estimator's "is the person in this box lying?") squat boxes
         whose skeleton lies: someone lying with their head towards the camera. For those the
-        skeleton, found lying twice, is the body's evidence as well."""
+        skeleton, found lying twice, is the body's evidence as well, as it is for a lying-
+        shaped box in which nothing moved."""
         p = self.params
         found: list[Detection] = []
         matched: set[int] = set()
@@ -95,14 +96,18 @@ class LyingSpots:
                 spot.box, spot.last, spot.samples, spot.misses = b, ts, spot.samples + 1, 0
             matched.add(id(spot))
             spot.moved = spot.moved or fg.overlap(fg.moving, b) >= p.motion
-            if squat and skeleton is not None:
-                if spot.asked_at is None or ts - spot.asked_at >= p.pose_every_s:
-                    spot.skeleton, spot.asked_at = skeleton(b), ts
-                    spot.lay += spot.skeleton is True
-                if spot.skeleton is not True:
-                    continue
-            body = spot.moved or any(b.iou(o) >= p.iou for o in lying) or spot.lay >= 2
-            if spot.steady(p) and body:
+            boxed_lying = any(b.iou(o) >= p.iou for o in lying)
+            # The skeleton is asked about a squat spot from the first (without it, a squat box
+            # does not count), and about a lying-shaped one once it is steady with nothing
+            # else showing it is a body (someone who has not moved since the camera started).
+            ask = squat or (spot.steady(p) and not (spot.moved or boxed_lying) and spot.lay < 2)
+            due = spot.asked_at is None or ts - spot.asked_at >= p.pose_every_s
+            if skeleton is not None and ask and due:
+                spot.skeleton, spot.asked_at = skeleton(b), ts
+                spot.lay += spot.skeleton is True
+            if squat and spot.skeleton is not True:
+                continue
+            if spot.steady(p) and (spot.moved or boxed_lying or spot.lay >= 2):
                 found.append(d)
         for spot in self._spots:
             if id(spot) not in matched:

@@ -19,6 +19,7 @@ import importlib.util
 import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -140,7 +141,8 @@ class MediapipePose:
             static_image_mode=True, model_complexity=1, enable_segmentation=False
         )
         self._lock = threading.Lock()
-        self.calls = 0
+        self.calls = 0  # for benchmarks and /metrics-style accounting
+        self.busy_s = 0.0
 
     def landmarks(self, image: Image, box: Box) -> list[Landmark] | None:
         p = self.params
@@ -159,8 +161,10 @@ class MediapipePose:
             return None
         crop = np.ascontiguousarray(image[y1:y2, x1:x2, ::-1])  # BGR → RGB
         with self._lock:
-            self.calls += 1
+            t0 = time.perf_counter()
             result = self._pose.process(crop)
+            self.calls += 1
+            self.busy_s += time.perf_counter() - t0
         if result.pose_landmarks is None:
             return None
         cw, ch = x2 - x1, y2 - y1
