@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
+import numpy as np
 
 from streamd.config import RuleConfig
 from streamd.events.change import EventChange
-from streamd.ingest.frame import Frame
+from streamd.ingest.frame import Frame, Image
 from streamd.perception.detector import YoloxDetector
 from streamd.perception.model import Perception
 from streamd.perception.world import SceneEvent
@@ -79,3 +80,13 @@ def run_clip(
             feed(image, t)
     run.changes.extend(engine.flush())
     return run
+
+
+def frame_at(path: Path, t: float) -> Image:
+    """The first frame at or after `t` seconds into a clip (BGR)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            if float(frame.time or 0.0) + 1e-6 >= t:
+                return np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+    raise ValueError(f"{path.name} ends before {t} s")
