@@ -9,15 +9,18 @@ setting through the config loader.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support.footage import frame_at
 
 from streamd.ingest.frame import Image
+from streamd.perception.background import BackgroundModel, Foreground
 from streamd.perception.detector import YoloxDetector
 from streamd.perception.geometry import Box, Detection
+from streamd.perception.lying_spots import LyingSpots
 from streamd.perception.pose import (
     Landmark,
     MediapipePose,
@@ -290,3 +293,124 @@ def test_boxes_cut_by_the_frame_or_too_small_are_not_asked(
     ):
         assert pose.lying(image, box) is None, box
     assert pose.calls == calls
+
+
+# ---------------------------------------------------------------------------------------------
+# weak squat boxes at a steady spot (perception/lying_spots.py)
+
+WIDE = Box(170, 150, 300, 195)  # lying across the view
+SQUARE = Box(40, 100, 120, 180)  # 80 x 80: seated, a chair, or lying head towards the camera
+
+
+def _foregrounds(seconds: int, moving_at: int | None) -> Iterator[tuple[float, Foreground]]:
+    """The real background model over a still scene, one sample a second; at `moving_at`
+    something moves inside both boxes (an arm)."""
+    bg = BackgroundModel()
+    rng = np.random.default_rng(0)
+    scene = rng.integers(90, 110, (240, 320, 3)).astype(np.uint8)
+    for box in (WIDE, SQUARE):
+        scene[int(box.y1) : int(box.y2), int(box.x1) : int(box.x2)] = (30, 30, 160)
+    for t in range(seconds):
+        img = scene.copy()
+        if t == moving_at:
+            for box in (WIDE, SQUARE):
+                x, y = int(box.x1) + 10, int(box.y1) + 10
+                img[y : y + 30, x : x + 30] = (200, 200, 200)
+        yield float(t), bg.update(bg.prepare(img), float(t))
+
+
+def _weak(box: Box) -> Detection:
+    return Detection("person", 0, 0.2, box, weak=True)
+
+
+def _spots(
+    boxes: list[Box],
+    moving_at: int | None,
+    skeleton: Callable[[Box], bool | None] | None,
+    seconds: int = 12,
+) -> dict[Box, list[float]]:
+    """When each weak box counted as someone lying."""
+    spots = LyingSpots(PostureParams().lying_aspect)
+    found: dict[Box, list[float]] = {b: [] for b in boxes}
+    for t, fg in _foregrounds(seconds, moving_at):
+        for d in spots.update(t, fg, [_weak(b) for b in boxes], [], [], skeleton):
+            found[d.box].append(t)
+    return found
+
+
+def test_without_a_skeleton_a_squat_weak_box_is_nobody() -> None:
+    """Both boxes stay put and something moves in both: the wide one is someone lying, the
+    squat one, as likely a chair, is nobody."""
+    found = _spots([WIDE, SQUARE], moving_at=1, skeleton=None)
+    assert found[WIDE] == [float(t) for t in range(2, 12)]
+    assert found[SQUARE] == []
+
+
+class _Answers:
+    """A skeleton's answers for one spot over time: what a pose estimator would say of the
+    person in it (the real one is asked on a real frame in the next test but one)."""
+
+    def __init__(self, answers: dict[float, bool | None]) -> None:
+        self.answers = answers
+        self.now = 0.0
+        self.asked: list[float] = []
+
+    def __call__(self, box: Box) -> bool | None:
+        self.asked.append(self.now)
+        return self.answers[self.now]
+
+
+@pytest.mark.parametrize("moves", [False, True])
+def test_a_squat_weak_box_counts_while_its_skeleton_lies(moves: bool) -> None:
+    """Asked at most every 2 s. It counts while the last answer is "lying", once the spot is
+    steady (3 samples over 2 s) and is a body: something moved in it, or the skeleton was
+    found lying twice."""
+    skeleton = _Answers({0.0: False, 2.0: True, 4.0: True, 6.0: False, 8.0: True, 10.0: None})
+    spots = LyingSpots(PostureParams().lying_aspect)
+    found = []
+    for t, fg in _foregrounds(12, moving_at=1 if moves else None):
+        skeleton.now = t
+        found += [t for _ in spots.update(t, fg, [_weak(SQUARE)], [], [], skeleton)]
+    assert skeleton.asked == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    # lying once, with nothing moving, is not yet enough
+    assert found == ([2.0, 3.0] if moves else []) + [4.0, 5.0, 8.0, 9.0]
+
+
+def test_a_squat_weak_box_too_small_for_a_skeleton_is_not_asked() -> None:
+    small = Box(40, 100, 80, 140)  # 40 px
+    skeleton = _Answers(dict.fromkeys(map(float, range(6)), True))
+    assert _spots([small], moving_at=1, skeleton=skeleton, seconds=6) == {small: []}
+    assert skeleton.asked == []
+
+
+def test_the_weak_boxes_of_someone_lying_head_towards_the_camera_are_him(
+    shared_dir: Path, detector: YoloxDetector, pose: MediapipePose
+) -> None:
+    """UP-Fall a11, side camera: the man lying on the mattress gets only weak boxes, squat
+    ones (two overlapping: all of him and most of him). With the real skeleton asked about
+    every weak box, they are someone lying once steady; nothing else is (the seated man is
+    boxed confidently; the other weak boxes hold no lying skeleton). Without it, nobody."""
+    image = _media(shared_dir, A11_SIDE, 1.0)
+    detections = detector.detect(image)
+    weak = [d for d in detections if d.weak and d.label == "person"]
+    people = [d.box for d in detections if not d.weak and d.label == "person"]
+    lying_box = _person_near(detector, image, A11_LYING).box
+    assert lying_box in [d.box for d in weak]
+
+    def found(skeleton: Callable[[Box], bool | None] | None) -> dict[float, list[Box]]:
+        bg = BackgroundModel()
+        spots = LyingSpots(PostureParams().lying_aspect)
+        out: dict[float, list[Box]] = {}
+        for t in map(float, range(5)):  # the same frame: he lies still
+            fg = bg.update(bg.prepare(image), t)
+            boxes = [d.box for d in spots.update(t, fg, weak, people, [], skeleton)]
+            if boxes:
+                out[t] = boxes
+        return out
+
+    with_pose = found(lambda b: pose.lying(image, b))
+    assert sorted(with_pose) == [2.0, 3.0, 4.0]  # steady: three samples over two seconds
+    for boxes in with_pose.values():
+        assert lying_box in boxes
+        assert all(b.covered_by(lying_box) > 0.5 for b in boxes), boxes
+    assert found(None) == {}
