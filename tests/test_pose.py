@@ -8,6 +8,7 @@ setting through the config loader.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 import pytest
 from support.footage import frame_at
 
+from streamd.config import parse_config
+from streamd.errors import ConfigError
 from streamd.ingest.frame import Image
 from streamd.perception.background import BackgroundModel, Foreground
 from streamd.perception.detector import YoloxDetector
@@ -26,6 +29,7 @@ from streamd.perception.pose import (
     MediapipePose,
     PoseParams,
     ask_pose,
+    load_pose,
     lying_from_landmarks,
 )
 from streamd.perception.posture import PostureParams, classify, update_posture
@@ -414,3 +418,48 @@ def test_the_weak_boxes_of_someone_lying_head_towards_the_camera_are_him(
         assert lying_box in boxes
         assert all(b.covered_by(lying_box) > 0.5 for b in boxes), boxes
     assert found(None) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# model.pose
+
+
+def test_model_pose_defaults_to_auto_and_rejects_other_values() -> None:
+    assert parse_config("rules: []\n", "cfg.yaml").model.pose == "auto"
+    assert parse_config("model: {pose: 'off'}\n", "cfg.yaml").model.pose == "off"
+    with pytest.raises(ConfigError) as info:
+        parse_config("rules: []\nmodel:\n  pose: 'yes'\n", "cfg.yaml")
+    assert "cfg.yaml:3: model.pose" in str(info.value)
+    assert "'auto', 'mediapipe' or 'off'" in str(info.value)
+
+
+def _without_mediapipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if mediapipe were not installed (it is here): only its spec goes missing."""
+    find_spec = importlib.util.find_spec
+
+    def missing(name: str, package: str | None = None) -> object:
+        return None if name == "mediapipe" else find_spec(name, package)
+
+    monkeypatch.setattr("streamd.config.model.importlib.util.find_spec", missing)
+
+
+def test_model_pose_mediapipe_without_it_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _without_mediapipe(monkeypatch)
+    with pytest.raises(ConfigError) as info:
+        parse_config("model:\n  pose: mediapipe\n", "cfg.yaml")
+    message = str(info.value)
+    assert "cfg.yaml:2: model.pose" in message
+    assert "scripts/install-pose" in message
+    assert load_pose("auto") is None  # auto: boxes only, no error
+
+
+def test_model_pose_loads_mediapipe_where_it_is_installed() -> None:
+    pytest.importorskip("mediapipe", reason="mediapipe not installed: scripts/install-pose")
+    assert parse_config("model: {pose: mediapipe}\n", "cfg.yaml").model.pose == "mediapipe"
+    for setting in ("auto", "mediapipe"):
+        estimator = load_pose(setting)
+        assert isinstance(estimator, MediapipePose), setting
+        estimator.close()
+    assert load_pose("off") is None
