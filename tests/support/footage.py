@@ -2,11 +2,13 @@
 
 Frames are sampled at `fps` by their stream time, which becomes the wall clock (`T0` + pts); the
 first frame is repeated for `pad_s` first, as a live camera's background model would have seen
-the scene before anything happens.
+the scene before anything happens. Perception runs with the pose estimator the daemon loads by
+default (`model.pose: auto`: MediaPipe where installed).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from streamd.events.change import EventChange
 from streamd.ingest.frame import Frame, Image
 from streamd.perception.detector import YoloxDetector
 from streamd.perception.model import Perception
+from streamd.perception.pose import PoseEstimator, load_pose
 from streamd.perception.world import SceneEvent
 from streamd.perception.zones import ZoneSet
 from streamd.rules.compiler import compile_rule
@@ -39,6 +42,13 @@ class ClipRun:
         return [e for e in self.events if e.kind.value == kind]
 
 
+@functools.cache
+def _pose(setting: str) -> PoseEstimator | None:
+    # One per process, as the daemon shares one between its cameras: loading MediaPipe's graph
+    # takes longer than running a short clip.
+    return load_pose(setting)
+
+
 def run_clip(
     path: Path,
     model: Path,
@@ -47,8 +57,11 @@ def run_clip(
     pad_s: float = 5.0,
     zones: ZoneSet | None = None,
     phase_s: float = 0.0,
+    pose: PoseEstimator | str | None = "auto",
 ) -> ClipRun:
-    perception = Perception(YoloxDetector(model), zones=zones or ZoneSet())
+    """`pose`: an estimator, None for none, or a `model.pose` setting to load it from."""
+    estimator = _pose(pose) if isinstance(pose, str) else pose
+    perception = Perception(YoloxDetector(model), zones=zones or ZoneSet(), pose=estimator)
     engine = RulesEngine(
         "clip",
         [RuleRunner("clip", RuleConfig(name=n, text=t), compile_rule(t)) for n, t in rules.items()],
