@@ -379,5 +379,6 @@ def test_cameras_api_and_metrics_show_back_pressure_and_latency(
         text = asyncio.run(Metrics(state.store, state.pipelines).render()).decode()
     assert f'streamd_camera_target_fps{{camera="{name}"}} {pipe.config.fps}' in text
     assert f'streamd_frames_skipped_backpressure_total{{camera="{name}"}} 0.0' in text
+    assert f'streamd_pose_calls_total{{camera="{name}"}} 0.0' in text  # nobody squat yet
     assert f'streamd_frame_to_rule_seconds_bucket{{camera="{name}",le="0.5"}} 5.0' in text
     assert f'streamd_frame_to_rule_seconds_count{{camera="{name}"}} 10.0' in text

@@ -19,11 +19,12 @@ from support.footage import frame_at
 
 from streamd.config import parse_config
 from streamd.errors import ConfigError
-from streamd.ingest.frame import Image
+from streamd.ingest.frame import Frame, Image
 from streamd.perception.background import BackgroundModel, Foreground
 from streamd.perception.detector import YoloxDetector
 from streamd.perception.geometry import Box, Detection
 from streamd.perception.lying_spots import LyingSpots
+from streamd.perception.model import Perception
 from streamd.perception.pose import (
     Landmark,
     MediapipePose,
@@ -281,6 +282,20 @@ def test_leaning_forward_on_a_chair_is_not_lying(
     if torso_lies:
         # His torso is as far from upright as a lying one: only the fold at the hips says no.
         assert lying_from_landmarks(pts, PoseParams(max_hip_bend_deg=180.0)) is True
+
+
+def test_every_pose_call_is_counted_per_camera(
+    shared_dir: Path, detector: YoloxDetector, pose: MediapipePose
+) -> None:
+    """streamd_pose_calls_total per camera is PerceptionStats.pose_calls: it must count every
+    call the camera's world model makes (the estimator itself is shared by all cameras)."""
+    perception = Perception(detector, pose=pose)
+    before = pose.calls
+    for i, t in enumerate(range(10)):
+        image = _media(shared_dir, "upfall/a11_trial2_cam2.mp4", float(t))
+        perception.observe(Frame("side", image, float(t), float(t), i))
+    assert perception.stats.pose_calls > 0  # he lies head towards the camera: boxed squat
+    assert perception.stats.pose_calls == pose.calls - before
 
 
 def test_boxes_cut_by_the_frame_or_too_small_are_not_asked(

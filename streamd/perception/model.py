@@ -15,8 +15,9 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
-from streamd.ingest.frame import Frame
+from streamd.ingest.frame import Frame, Image
 from streamd.perception.background import BackgroundModel, Foreground
 from streamd.perception.continuity import (
     body_sized,
@@ -57,6 +58,7 @@ class PerceptionStats:
     gated: int = 0
     detect_s: float = 0.0
     world_s: float = 0.0
+    pose_calls: int = 0  # boxes the pose model was asked about
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,7 @@ class Perception:
             elif tr.track_id not in self.tracker.tracks:
                 continue  # a newcomer another track took over
             if self.pose is not None and analysed:
-                ask_pose(self.pose, tr, frame.image, ts, self.posture)
+                self.stats.pose_calls += ask_pose(self.pose, tr, frame.image, ts, self.posture)
             events.extend(update_posture(tr, ts, self.posture))
             if not tr.moving:
                 self._person_spots.append((ts, tr.box))
@@ -346,9 +348,13 @@ class Perception:
             for tr in tracks
             if tr.posture is Posture.LYING and tr.detected_box is not None
         ]
-        pose = self.pose
-        skeleton = None if pose is None else (lambda b: pose.lying(frame.image, b))
+        skeleton = None if self.pose is None else partial(self._skeleton, frame.image)
         return self._lying.update(frame.received_at, fg, candidates, people, lying, skeleton)
+
+    def _skeleton(self, image: Image, box: Box) -> bool | None:
+        assert self.pose is not None
+        self.stats.pose_calls += 1
+        return self.pose.lying(image, box)
 
     def _merge_lying_doubles(self, ts: float) -> None:
         """One person on the floor, two person tracks: the detector often boxes a lying body

@@ -211,23 +211,25 @@ def ask_pose(
     ts: float,
     posture: PostureParams,
     params: PoseParams | None = None,
-) -> None:
+) -> bool:
     """Ask the skeleton about a person the detector boxed now, if the box's shape leaves
     their posture open (LOW: seated, kneeling, or lying towards the camera) and the last
     answer is not for about this box from a moment ago. The answer goes on the track for
-    `update_posture`; upright and lying-shaped boxes need no pose (and cost no call)."""
+    `update_posture`; upright and lying-shaped boxes need no pose (and cost no call).
+    True when the estimator was asked."""
     p = params or PoseParams()
     box = track.box
     if track.boxed_at != ts or min(box.width, box.height) < p.min_side_px:
-        return
+        return False
     if classify(box, track.ref_height, posture) is not Posture.LOW:
-        return
+        return False
     if (
         track.pose_box is not None
         and track.pose_at is not None
         and ts - track.pose_at < p.reuse_s
         and track.pose_box.iou(box) >= p.same_box
     ):
-        return
+        return False
     track.pose_lying = estimator.lying(image, box)
     track.pose_box, track.pose_at = box, ts
+    return True
