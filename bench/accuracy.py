@@ -242,6 +242,7 @@ RTSP_SUBSET = (
     "falls/room_chair_fall_lowres.mp4",
     "falls/overhead_room_fall_then_sits_up.mp4",
     "upfall/a06_trial2_cam1.mp4",
+    "upfall/a11_trial2_cam2.mp4",  # lying head towards the camera: the pose model's case
 )
 
 
@@ -272,7 +273,9 @@ def with_lead_in(clip: Path, lead_in_s: float, work: Path) -> Path:
     return out
 
 
-def run_rtsp(labels: list[ClipLabels], fps: float, lead_in_s: float) -> list[ClipResult]:
+def run_rtsp(
+    labels: list[ClipLabels], fps: float, lead_in_s: float, pose: str = "auto"
+) -> list[ClipResult]:
     """The subset through a real `streamd run`: one RTSP camera per clip, played from frame 0
     of the clip with its lead-in (the same scene history the file runs get), every rule on
     every camera."""
@@ -298,7 +301,7 @@ def run_rtsp(labels: list[ClipLabels], fps: float, lead_in_s: float) -> list[Cli
             "database": {"url": f"sqlite+aiosqlite:///{work / 'events.db'}"},
             "api": {"enabled": False, "listen": f"127.0.0.1:{free_port()}"},
             "window": {"enabled": False},
-            "model": {"detector": {"path": str(MODEL)}},
+            "model": {"detector": {"path": str(MODEL)}, "pose": pose},
             "cameras": {m: {"url": server.url(m), "fps": fps} for m in mounts},
             "rules": [{"name": k, "text": text} for k, (text, _) in RULES.items()],
         }
@@ -407,7 +410,7 @@ def main() -> int:
     if args.rtsp:
         subset = [load_labels(p) for p in files]
         subset = [lab for lab in subset if lab.clip in RTSP_SUBSET]
-        over_rtsp = run_rtsp(subset, args.fps, args.rtsp_lead_in)
+        over_rtsp = run_rtsp(subset, args.fps, args.rtsp_lead_in, args.pose)
         if over_rtsp:
             lead = f"{args.rtsp_lead_in:g} s lead-in" if args.rtsp_lead_in > 0 else "no lead-in"
             print(f"\nover RTSP ({len(over_rtsp)} clips, real time, {lead}):")

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from support.rtsp import RtspServer, gst_rtsp_available
 
+from streamd.ingest.camera import Camera
 from streamd.ingest.frame import Frame
 from streamd.ingest.sampled import SampledDecoder
 from streamd.ingest.slot import LatestSlot
@@ -301,3 +302,40 @@ def test_a_gop_too_long_to_hold_is_decoded_as_it_comes(tmp_path: Path) -> None:
     assert r.keyframes == [0.0]
     assert r.times == pytest.approx([float(t) for t in range(10)], abs=1e-3)
     assert r.stats.decoded == pytest.approx(r.stats.demuxed, abs=40)
+
+
+async def _first_frames(camera: Camera, n: int, within_s: float) -> list[Frame]:
+    frames: list[Frame] = []
+    async with asyncio.timeout(within_s):
+        async for frame in camera.frames():
+            frames.append(frame)
+            if len(frames) == n:
+                break
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("gop_s", "fps"),
+    [
+        # Smart codecs stretch the GOP past 10 s: nothing decodes until the next keyframe
+        # (the one a session starts with goes in probing), while packets keep coming.
+        (6, 1.0),
+        # One sample every 4 s: the packets in between are no stall, though no frame is due.
+        (1, 0.25),
+    ],
+)
+def test_a_camera_quieter_than_the_stall_timeout_is_not_stalled(
+    tmp_path: Path, gop_s: int, fps: float
+) -> None:
+    """The stall timeout (2 s here) is for a camera that stopped sending, not one whose next
+    keyframe or next sample is further off than that while its packets keep coming."""
+    ok, why = gst_rtsp_available()
+    if not ok:
+        pytest.skip(why)
+    clip = make_clip(tmp_path, gop=gop_s * FPS, bframes=0, seconds=16)
+    with RtspServer(files={"cam": clip}) as srv:
+        camera = Camera(SourceSpec(camera="cam", url=srv.url("cam"), fps=fps), stall_timeout_s=2)
+        frames = asyncio.run(_first_frames(camera, 3, within_s=15))
+    assert len(frames) == 3
+    assert camera.health.stalls == 0
+    assert camera.health.reconnects == 0

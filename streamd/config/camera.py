@@ -38,7 +38,11 @@ class CameraConfig(StrictModel):
     open_timeout_s: float = Field(5.0, gt=0, description="Timeout to open the stream.")
     read_timeout_s: float = Field(5.0, gt=0, description="Timeout for one read.")
     stall_timeout_s: float = Field(
-        10.0, gt=0, description="Reconnect when no frame arrived for this long (wall clock)."
+        10.0,
+        gt=0,
+        description="Reconnect when nothing arrived for this long (wall clock); a camera "
+        "whose packets keep coming waits up to a minute for a decodable frame (a long GOP's "
+        "next keyframe).",
     )
     backoff_max_s: float = Field(30.0, gt=0, description="Cap of the reconnect backoff.")
     enabled: bool = Field(True, description="Run this camera.")

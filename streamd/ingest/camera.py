@@ -36,6 +36,11 @@ def _safe_error(exc: BaseException, spec: SourceSpec) -> str:
     return text
 
 
+# How long a camera whose packets keep coming may go without a decodable frame (waiting for a
+# keyframe) before it is reconnected: a minute, as long as the decoder holds a GOP.
+KEYFRAME_WAIT_S = 60.0
+
+
 class Camera:
     """Runs read sessions in a worker thread and reconnects with jittered, capped backoff."""
 
@@ -48,6 +53,14 @@ class Camera:
         self.stats = SourceStats()
         self.health = CameraHealth()
         self._slot: LatestSlot[Frame] | None = None
+
+    def _waiting_for_keyframe(self, last_frame: float) -> bool:
+        """Packets still arrive but no frame came: a long GOP (smart codecs stretch it past
+        10 s) whose next keyframe is on its way, not a stall. Reconnecting would only join
+        the stream mid-GOP again. Not for ever: a stream that sends packets nothing decodes is
+        broken. `last_frame`: monotonic time of the last frame (or of the session's start)."""
+        receiving = time.time() - self.stats.last_frame_at < self.stall_timeout_s
+        return receiving and time.monotonic() - last_frame < KEYFRAME_WAIT_S
 
     @property
     def dropped(self) -> int:
@@ -83,7 +96,7 @@ class Camera:
 
             thread = threading.Thread(target=worker, name=f"camera-{self.spec.camera}", daemon=True)
             thread.start()
-            session_start = time.monotonic()
+            session_start = last_frame = time.monotonic()
             got_frames = 0
             stalled = False
             try:
@@ -107,11 +120,14 @@ class Camera:
                             last_logged = None
                         self.health.online = True
                         got_frames += 1
+                        last_frame = time.monotonic()
                         yield frame
                         continue
                     getter.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await getter
+                    if not finished and self._waiting_for_keyframe(last_frame):
+                        continue
                     if not finished:
                         stalled = True
                         self.health.stalls += 1

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # Fast start and low latency: probe little, buffer nothing; TCP because UDP RTP through NATs and
 # lossy Wi-Fi gives smeared frames, and a surveillance analyser prefers late over broken.
+# "nobuffer" drops the packets read while probing, the session's first keyframe among them:
+# a session's first frame comes with its second keyframe (see Camera's keyframe wait).
 RTSP_OPTIONS = {
     "rtsp_transport": "tcp",
     "analyzeduration": "0",
