@@ -267,6 +267,8 @@ def with_lead_in(clip: Path, lead_in_s: float, work: Path) -> Path:
         "ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(clip),
         "-vf", f"tpad=start_duration={lead_in_s:g}:start_mode=clone",
         "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-bf", "0",
+        # A keyframe every 2 s, as cameras send (x264's default, 250 frames, is 8-14 s here)
+        "-force_key_frames", "expr:gte(t,n_forced*2)",
         "-pix_fmt", "yuv420p", str(out),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, timeout=300)
@@ -288,6 +290,8 @@ def run_rtsp(
     ok, why = gst_rtsp_available()
     if not ok:
         print(f"--rtsp skipped: {why}", file=sys.stderr)
+        return []
+    if not labels:
         return []
     mounts = {f"c{i}": lab for i, lab in enumerate(labels)}
     work = Path(tempfile.mkdtemp(prefix="streamd-accuracy-"))
