@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from streamd.perception.background import Foreground
 from streamd.perception.geometry import Box, Detection
+from streamd.perception.pose import DEFAULT_PARAMS as POSE
 
 __all__ = ["LyingSpots", "SpotParams"]
 
@@ -30,7 +31,7 @@ class SpotParams:
     motion: float = 0.05  # moving foreground in it, at least once: a body, not furniture
     apart: float = 0.3  # of the smaller box inside someone's box: a piece of them
     pose_every_s: float = 2.0  # a squat spot's skeleton is asked at most this often
-    pose_min_px: float = 48.0  # smaller squat boxes are not asked
+    pose_min_px: float = POSE.min_side_px  # the pose model's floor: smaller are not asked
 
 
 @dataclass

@@ -62,6 +62,9 @@ class PoseParams:
     same_box: float = 0.7  # IoU: the box stayed put
 
 
+DEFAULT_PARAMS = PoseParams()
+
+
 @dataclass(frozen=True, slots=True)
 class Landmark:
     x: float  # pixels
@@ -77,9 +80,7 @@ class PoseEstimator(Protocol):
 
 def _tilt_deg(top: tuple[float, float], bottom: tuple[float, float]) -> float:
     """Angle of bottom → top from the image's up: 0 upright, 90 sideways, 180 upside down."""
-    dx, dy = top[0] - bottom[0], top[1] - bottom[1]
-    n = math.hypot(dx, dy)
-    return 0.0 if n < 1e-6 else math.degrees(math.acos(max(-1.0, min(1.0, -dy / n))))
+    return _between(bottom, top, (0.0, 0.0), (0.0, -1.0))
 
 
 def _mid(pts: Sequence[Landmark], ids: tuple[int, int]) -> tuple[float, float]:
@@ -133,7 +134,7 @@ class MediapipePose:
     def __init__(self, params: PoseParams | None = None) -> None:
         import mediapipe as mp  # optional dependency: scripts/install-pose
 
-        self.params = params or PoseParams()
+        self.params = params or DEFAULT_PARAMS
         # Static mode: crops of different people and cameras follow each other, so there is
         # no previous frame to track from. Complexity 1 is the model the wheel bundles
         # (0 and 2 are downloaded on first use).
@@ -157,8 +158,6 @@ class MediapipePose:
         padx, pady = p.pad * box.width, p.pad * box.height
         x1, y1 = max(0, int(box.x1 - padx)), max(0, int(box.y1 - pady))
         x2, y2 = min(w, int(box.x2 + padx)), min(h, int(box.y2 + pady))
-        if x2 - x1 < p.min_side_px or y2 - y1 < p.min_side_px:
-            return None
         crop = np.ascontiguousarray(image[y1:y2, x1:x2, ::-1])  # BGR → RGB
         with self._lock:
             t0 = time.perf_counter()
@@ -217,7 +216,7 @@ def ask_pose(
     answer is not for about this box from a moment ago. The answer goes on the track for
     `update_posture`; upright and lying-shaped boxes need no pose (and cost no call).
     True when the estimator was asked."""
-    p = params or PoseParams()
+    p = params or DEFAULT_PARAMS
     box = track.box
     if track.boxed_at != ts or min(box.width, box.height) < p.min_side_px:
         return False
